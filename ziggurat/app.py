@@ -1,0 +1,164 @@
+"""Composition root: the only module (with cli.py) that chooses implementations.
+
+`build_app(settings)` returns the FastAPI app; its lifespan opens every resource
+in an `AsyncExitStack`, keeps them in `Services`, and closes them in reverse
+order. The ASGI entry point is `uvicorn ziggurat.app:create_app --factory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from ziggurat import __version__
+from ziggurat.application.container import open_application
+from ziggurat.config import BrokerSettings, Settings
+from ziggurat.connection.broker.base import Broker
+from ziggurat.connection.http import api, health, openai
+from ziggurat.connection.http.deps import Services
+from ziggurat.connection.http.errors import install_error_handlers
+from ziggurat.connection.http.middleware import RequestContextMiddleware
+from ziggurat.connection.worker import Worker
+from ziggurat.errors import ConfigurationError
+from ziggurat.model.engine import Engine
+from ziggurat.service.generation import GenerationService
+from ziggurat.service.health import Check, HealthService
+from ziggurat.service.metrics import Metrics
+from ziggurat.supervisor import Supervisor
+from ziggurat.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+def build_broker(settings: BrokerSettings) -> Broker:
+    match settings.backend:
+        case "memory":
+            from ziggurat.connection.broker.memory import MemoryBroker
+
+            return MemoryBroker(
+                max_queue_depth=settings.max_queue_depth, stream_buffer_events=settings.stream_buffer_events
+            )
+
+
+def build_engine(settings: Settings) -> Engine:
+    engine = settings.engine
+    name = settings.served_model_name
+    match engine.kind:
+        case "demo":
+            from ziggurat.model.engines.demo import DemoEngine
+
+            return DemoEngine(
+                served_name=name,
+                capacity=engine.max_concurrency,
+                time_to_first_token_s=engine.demo_time_to_first_token_s,
+                inter_token_s=engine.demo_inter_token_s,
+                default_max_tokens=engine.default_max_tokens,
+            )
+        case "transformers":
+            from ziggurat.model.engines.transformers import TransformersEngine
+
+            if not engine.model:
+                raise ConfigurationError(
+                    "The transformers engine needs a model: set --model or ZIGGURAT_ENGINE__MODEL."
+                )
+            return TransformersEngine(
+                model_path=engine.model,
+                served_name=name,
+                max_batch_size=engine.max_batch_size,
+                device=engine.device,
+                dtype=engine.dtype,
+                default_max_tokens=engine.default_max_tokens,
+                context_length=engine.context_length,
+                cpu_threads=engine.cpu_threads,
+            )
+        case "openai":
+            from ziggurat.model.engines.openai import OpenAIEngine
+
+            if not engine.openai_base_url:
+                raise ConfigurationError("The openai engine needs ZIGGURAT_ENGINE__OPENAI_BASE_URL.")
+            return OpenAIEngine(
+                base_url=engine.openai_base_url,
+                api_key=engine.openai_api_key.get_secret_value() if engine.openai_api_key else None,
+                remote_model=engine.model or name,
+                served_name=name,
+                max_concurrency=engine.max_concurrency,
+                timeout_s=engine.openai_timeout_s,
+                context_length=engine.context_length,
+                default_max_tokens=engine.default_max_tokens,
+            )
+
+
+async def _start_and_run_worker(engine: Engine, worker: Worker) -> None:
+    """Load the model off the request path, then serve jobs; readiness flips when loaded."""
+    await engine.start()
+    log.info("engine_ready", model=engine.info.name, engine=engine.info.engine)
+    await worker.run()
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+    if settings.role != "all" and settings.broker.backend == "memory":
+        raise ConfigurationError(
+            f"--role {settings.role} needs a shared broker; the in-process broker only works with --role all."
+        )
+    async with AsyncExitStack() as stack:
+        broker = build_broker(settings.broker)
+        stack.push_async_callback(broker.aclose)
+        engine = build_engine(settings)
+        stack.push_async_callback(engine.aclose)
+        generation = GenerationService(broker=broker, models=[engine.info], metrics=metrics)
+        metrics.watch_queue_depth(
+            lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
+        )
+        application = await stack.enter_async_context(open_application(settings, generation))
+        health_service = HealthService()
+        health_service.add_check("database", application.database.ping)
+        health_service.add_check("engine", _readiness_of(engine))
+        worker = Worker(broker=broker, engine=engine, model=engine.info.name)
+        supervisor = Supervisor()
+        stack.push_async_callback(supervisor.aclose)
+        supervisor.spawn(_start_and_run_worker(engine, worker), name=f"worker-{engine.info.name}")
+        yield Services(
+            settings=settings,
+            metrics=metrics,
+            broker=broker,
+            generation=generation,
+            health=health_service,
+            application=application,
+            engines=[engine],
+            workers=[worker],
+        )
+
+
+def _readiness_of(engine: Engine) -> Check:
+    async def check() -> bool:
+        return engine.is_ready
+
+    return check
+
+
+def build_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings, metrics) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(api.router)
+    app.include_router(health.router)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.http.max_request_bytes
+    )
+    return app
+
+
+def create_app() -> FastAPI:
+    """ASGI factory for `uvicorn ziggurat.app:create_app --factory` (reads the environment)."""
+    return build_app(Settings())

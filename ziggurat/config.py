@@ -1,0 +1,122 @@
+"""Settings: the only module that reads environment variables.
+
+One `Settings` object is built in `cli.py` (or the ASGI factory) and passed down;
+each component receives only its own section. Variables are `ZIGGURAT_*`, nested
+sections use `__` (`ZIGGURAT_ENGINE__KIND=demo`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineKind = Literal["demo", "transformers", "openai"]
+Role = Literal["all", "api", "worker"]
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "test"})
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("ziggurat"))
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("ziggurat"))
+
+
+class EngineSettings(BaseModel):
+    """Which engine serves the model, and how."""
+
+    kind: EngineKind = "demo"
+    model: str | None = Field(
+        default=None, description="Local model directory, .gguf file, hub id, or the remote model name."
+    )
+    served_name: str | None = Field(default=None, description="Name listed in /v1/models.")
+    max_batch_size: PositiveInt = 8
+    max_concurrency: PositiveInt = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    context_length: PositiveInt | None = None
+    default_max_tokens: PositiveInt = 512
+    cpu_threads: PositiveInt | None = None
+    demo_time_to_first_token_s: float = Field(default=0.05, ge=0)
+    demo_inter_token_s: float = Field(default=0.02, ge=0)
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_timeout_s: PositiveFloat = 600.0
+
+
+class BrokerSettings(BaseModel):
+    backend: Literal["memory"] = "memory"
+    max_queue_depth: PositiveInt = 1024
+    stream_buffer_events: PositiveInt = 1024
+
+
+class AuthSettings(BaseModel):
+    access_token_ttl_s: PositiveInt = 15 * 60
+    refresh_token_ttl_s: PositiveInt = 30 * 24 * 3600
+    allow_registration: bool = True
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+
+class HttpSettings(BaseModel):
+    max_request_bytes: PositiveInt = 1024 * 1024
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = True
+    log_prompts: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZIGGURAT_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    role: Role = "all"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    database_url: str | None = Field(default=None, description="Default: SQLite file in data_dir.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="JWT signing key. Default: generated once and kept in data_dir."
+    )
+    engine: EngineSettings = EngineSettings()
+    broker: BrokerSettings = BrokerSettings()
+    auth: AuthSettings = AuthSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def _refuse_placeholder_secret_in_production(self) -> Settings:
+        if self.env == "production":
+            secret = self.secret_key.get_secret_value() if self.secret_key else ""
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "ZIGGURAT_SECRET_KEY must be set to a random value of at least 32 characters "
+                    "when ZIGGURAT_ENV=production"
+                )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ziggurat.db'}"
+
+    @property
+    def served_model_name(self) -> str:
+        """The name clients use for the configured model."""
+        if self.engine.served_name:
+            return self.engine.served_name
+        if self.engine.kind == "demo" or not self.engine.model:
+            return "ziggurat-demo"
+        return Path(self.engine.model.rstrip("/")).name or self.engine.model

@@ -1,0 +1,106 @@
+"""The `Engine` interface and the types that flow through it.
+
+An engine turns one `GenerationRequest` into an async stream of `TextDelta`s that
+ends with exactly one `GenerationEnd` (finish reason and token usage). Cancelling
+the consuming task (or closing the iterator) must free the engine slot within one
+decode step: that is how a client disconnect reaches the model.
+
+Engines do not know about HTTP, users, queues or settings objects; they receive
+plain values in their constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(slots=True, frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True, frozen=True)
+class SamplingParams:
+    """Decoding controls. `temperature == 0` means greedy decoding."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class GenerationRequest:
+    request_id: str
+    model: str
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    """A piece of the answer. Always a complete UTF-8 string (never half a character)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class GenerationEnd:
+    finish_reason: FinishReason
+    usage: Usage
+    error: str | None = None
+
+
+GenerationEvent = TextDelta | GenerationEnd
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    """How an engine's model is presented to clients (`/v1/models`)."""
+
+    name: str
+    engine: str
+    owned_by: str = "ziggurat"
+    description: str = ""
+    context_length: int | None = None
+    is_demo: bool = False
+
+
+class Engine(Protocol):
+    """One loaded model. Safe to call `generate` concurrently up to `capacity` times."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def capacity(self) -> int:
+        """How many generations may run at once (the worker takes no more jobs than this)."""
+        ...
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Load weights / open connections. Called once before the first `generate`."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]: ...
+
+    async def aclose(self) -> None: ...
