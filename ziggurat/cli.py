@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--role", choices=["all", "api", "worker"], help="which roles this process runs")
-    serve.add_argument("--engine", choices=["demo", "transformers", "openai"], help="inference engine")
+    serve.add_argument(
+        "--engine", choices=["auto", "demo", "transformers", "openai"], help="inference engine (default auto)"
+    )
     serve.add_argument("--model", help="model directory, .gguf file, hub id, or remote model name")
     serve.add_argument("--served-name", help="name clients use for the model")
     serve.add_argument("--log-format", choices=["json", "text"], help="log line format")
@@ -53,8 +55,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             if value is not None
         }
     )
-    if args.model and not args.engine and engine.kind == "demo":
-        engine = engine.model_copy(update={"kind": "transformers"})
     log_settings = base.log
     if args.log_format:
         log_settings = log_settings.model_copy(update={"json_format": args.log_format == "json"})

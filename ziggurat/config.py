@@ -14,7 +14,7 @@ import platformdirs
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EngineKind = Literal["demo", "transformers", "openai"]
+EngineKind = Literal["auto", "demo", "transformers", "openai"]
 Role = Literal["all", "api", "worker"]
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "please-change", "test"})
@@ -31,7 +31,10 @@ def default_cache_dir() -> Path:
 class EngineSettings(BaseModel):
     """Which engine serves the model, and how."""
 
-    kind: EngineKind = "demo"
+    kind: EngineKind = Field(
+        default="auto",
+        description="auto: transformers when a model is configured or the bundled SmolLM2 is installed, else demo.",
+    )
     model: str | None = Field(
         default=None, description="Local model directory, .gguf file, hub id, or the remote model name."
     )
@@ -112,11 +115,3 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'ziggurat.db'}"
 
-    @property
-    def served_model_name(self) -> str:
-        """The name clients use for the configured model."""
-        if self.engine.served_name:
-            return self.engine.served_name
-        if self.engine.kind == "demo" or not self.engine.model:
-            return "ziggurat-demo"
-        return Path(self.engine.model.rstrip("/")).name or self.engine.model

@@ -21,8 +21,13 @@ def job(job_id: str) -> Job:
 
 
 def demo(capacity: int, inter_token_s: float) -> DemoEngine:
-    return DemoEngine(served_name="demo", capacity=capacity, time_to_first_token_s=0,
-                      inter_token_s=inter_token_s, default_max_tokens=512)
+    return DemoEngine(
+        served_name="demo",
+        capacity=capacity,
+        time_to_first_token_s=0,
+        inter_token_s=inter_token_s,
+        default_max_tokens=512,
+    )
 
 
 async def test_worker_never_runs_more_jobs_than_capacity() -> None:

@@ -15,8 +15,12 @@ def job(job_id: str, priority: Priority = Priority.API, model: str = "m") -> Job
 
 async def test_highest_priority_first_and_fifo_within_priority() -> None:
     broker = MemoryBroker(max_queue_depth=10, stream_buffer_events=10)
-    for job_id, priority in [("a", Priority.BACKGROUND), ("b", Priority.API), ("c", Priority.INTERACTIVE),
-                             ("d", Priority.API)]:
+    for job_id, priority in [
+        ("a", Priority.BACKGROUND),
+        ("b", Priority.API),
+        ("c", Priority.INTERACTIVE),
+        ("d", Priority.API),
+    ]:
         await broker.submit(job(job_id, priority))
     taken = [(await broker.take("m")).job_id for _ in range(4)]
     assert taken == ["c", "b", "d", "a"]
