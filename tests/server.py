@@ -44,7 +44,9 @@ class RunningServer:
 def running_server(settings: Settings, *, ready_timeout_s: float = 60) -> Iterator[RunningServer]:
     port = free_port()
     app = build_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

@@ -118,6 +118,7 @@ def build_engine(settings: Settings) -> Engine:
                 context_length=engine.context_length,
                 default_max_tokens=engine.default_max_tokens,
             )
+    raise ConfigurationError(f"Unknown engine kind {kind!r}.")
 
 
 async def _start_and_run_worker(engine: Engine, worker: Worker) -> None:

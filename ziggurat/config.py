@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["auto", "demo", "transformers", "openai"]
@@ -33,7 +33,7 @@ class EngineSettings(BaseModel):
 
     kind: EngineKind = Field(
         default="auto",
-        description="auto: transformers when a model is configured or the bundled SmolLM2 is installed, else demo.",
+        description="auto: transformers if a model is configured or SmolLM2 is installed, else demo.",
     )
     model: str | None = Field(
         default=None, description="Local model directory, .gguf file, hub id, or the remote model name."
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
 
-    @classmethod
+    @model_validator(mode="after")
     def _refuse_placeholder_secret_in_production(self) -> Settings:
         if self.env == "production":
             secret = self.secret_key.get_secret_value() if self.secret_key else ""
@@ -114,4 +114,3 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'ziggurat.db'}"
-

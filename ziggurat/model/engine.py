@@ -11,7 +11,7 @@ plain values in their constructors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -101,6 +101,6 @@ class Engine(Protocol):
         """Load weights / open connections. Called once before the first `generate`."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]: ...
 
     async def aclose(self) -> None: ...

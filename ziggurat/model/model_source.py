@@ -61,7 +61,9 @@ def resolve_model(reference: str | None, *, cache_dir: Path, progress: Progress)
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigurationError(f"Model directory {path} has no config.json; is it a Hugging Face model?")
+            raise ConfigurationError(
+                f"Model directory {path} has no config.json; is it a Hugging Face model?"
+            )
         return str(path)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -118,8 +120,8 @@ def _convert(gguf: Path, destination: Path) -> None:
     # so transformers agrees to save them as a plain safetensors model.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     destination.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(destination))
     tokenizer.save_pretrained(str(destination))

@@ -6,7 +6,11 @@ from ziggurat.model.engines.demo import DemoEngine
 
 def make_engine(inter_token_s: float = 0.0) -> DemoEngine:
     return DemoEngine(
-        served_name="demo", capacity=4, time_to_first_token_s=0, inter_token_s=inter_token_s, default_max_tokens=512
+        served_name="demo",
+        capacity=4,
+        time_to_first_token_s=0,
+        inter_token_s=inter_token_s,
+        default_max_tokens=512,
     )
 
 

@@ -8,7 +8,7 @@ brokers (RabbitMQ jobs, Redis Streams back) implement the same contract.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -39,7 +39,7 @@ class Broker(Protocol):
         """Enqueue a job. Raises `Overloaded` when the model's queue is full."""
         ...
 
-    def events(self, job_id: str) -> AsyncIterator[GenerationEvent]:
+    def events(self, job_id: str) -> AsyncGenerator[GenerationEvent, None]:
         """The job's events, ending after its `GenerationEnd`. Call once per job."""
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from ziggurat.connection.broker.base import Job
@@ -53,7 +53,7 @@ class MemoryBroker:
                 f"The queue for model '{job.request.model}' is full; try again shortly.", retry_after_s=2
             ) from None
 
-    async def events(self, job_id: str) -> AsyncIterator[GenerationEvent]:
+    async def events(self, job_id: str) -> AsyncGenerator[GenerationEvent, None]:
         state = self._jobs.get(job_id)
         if state is None:
             return

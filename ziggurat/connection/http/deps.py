@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from ziggurat.application.auth.principal import SCOPE_CHAT, Principal
+from ziggurat.application.container import Application
 from ziggurat.config import Settings
 from ziggurat.connection.broker.base import Broker
+from ziggurat.errors import Forbidden, Unauthenticated
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import HealthService
 from ziggurat.service.metrics import Metrics
+from ziggurat.telemetry import user_id_var
 
 if TYPE_CHECKING:
-    from ziggurat.application.container import Application
     from ziggurat.connection.worker import Worker
     from ziggurat.model.engine import Engine
 
@@ -51,3 +54,37 @@ def get_metrics(request: Request) -> Metrics:
 ServicesDep = Annotated[Services, Depends(get_services)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def get_application(request: Request) -> Application:
+    return get_services(request).application
+
+
+ApplicationDep = Annotated[Application, Depends(get_application)]
+
+
+async def get_principal(request: Request, application: ApplicationDep) -> Principal:
+    """The caller, from `Authorization: Bearer <access token or API key>`; 401 otherwise."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthenticated(
+            "Missing Authorization header; send `Authorization: Bearer <access token or API key>`."
+        )
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthenticated("The Authorization header must be `Bearer <access token or API key>`.")
+    principal = await application.authenticator.authenticate(credentials.strip())
+    user_id_var.set(principal.user_id)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_chat_scope(principal: PrincipalDep) -> Principal:
+    if not principal.has_scope(SCOPE_CHAT):
+        raise Forbidden("This credential does not have the `chat` scope.")
+    return principal
+
+
+ChatPrincipalDep = Annotated[Principal, Depends(require_chat_scope)]

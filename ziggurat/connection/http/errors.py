@@ -113,7 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = _STATUS_TYPES.get(
             exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
         )
-        return json_error(exc.status_code, error_body(str(exc.detail), kind), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return json_error(exc.status_code, error_body(str(exc.detail), kind), headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)

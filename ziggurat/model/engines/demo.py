@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ziggurat.model.engine import (
     GenerationEnd,
@@ -104,7 +104,7 @@ class DemoEngine:
     async def aclose(self) -> None:
         return None
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         prompt_text = "\n".join(message.content for message in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), prompt_text)
         usage_prompt = count_tokens(prompt_text) + 3 * len(request.messages)

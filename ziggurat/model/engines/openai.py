@@ -38,7 +38,7 @@ from ziggurat.model.engine import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class OpenAIEngine:
         self._is_ready = problem is None
         return self._is_ready
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         session = self._session
         if session is None:
             raise RuntimeError("OpenAIEngine.generate called before start()")

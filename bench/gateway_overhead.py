@@ -1,0 +1,185 @@
+"""Question: how much CPU does the ziggurat gateway spend per streamed request, against a bare relay?
+
+Setup: a mock OpenAI upstream (bench/mock_upstream.py) streams TOKENS tokens per
+request at INTER_TOKEN_S. In front of it, one at a time, run (a) the bare relay
+(bench/bare_relay.py: aiohttp in, aiohttp out, bytes copied) and (b) ziggurat
+(`ziggurat serve --engine openai`, one process, API key auth, SSE re-encoding,
+metrics, queue and worker). A load generator opens CONCURRENCY streams at once,
+REQUESTS in total, and reads every byte. We record the relay process's CPU
+seconds (user + system) and the time to first byte seen by the client.
+
+Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
+[--tokens 64] [--inter-token-s 0.02]`. Output: JSON in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_seconds, free_port, run_metadata, start_process, wait_http, write_result
+
+PYTHON = sys.executable
+HERE = Path(__file__).parent
+BODY = {
+    "model": "mock",
+    "stream": True,
+    "messages": [{"role": "user", "content": "hello"}],
+    "max_tokens": 4096,
+}
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    first_byte: float | None = None
+    received = 0
+    async with session.post(url, json=BODY, headers=headers) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {await response.text()}")
+        async for chunk in response.content.iter_any():
+            if first_byte is None:
+                first_byte = time.perf_counter() - started
+            received += len(chunk)
+    return first_byte or 0.0, received
+
+
+async def load(url: str, headers: dict[str, str], *, concurrency: int, requests: int) -> dict[str, Any]:
+    semaphore = asyncio.Semaphore(concurrency)
+    first_bytes: list[float] = []
+
+    async def bounded(session: aiohttp.ClientSession) -> None:
+        async with semaphore:
+            ttfb, _ = await one_stream(session, url, headers)
+            first_bytes.append(ttfb)
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(bounded(session) for _ in range(requests)))
+        wall = time.perf_counter() - started
+    first_bytes.sort()
+    return {
+        "wall_s": round(wall, 3),
+        "ttfb_p50_ms": round(statistics.median(first_bytes) * 1000, 2),
+        "ttfb_p99_ms": round(first_bytes[int(len(first_bytes) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def measure(
+    process: psutil.Process, url: str, headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    await load(url, headers, concurrency=min(args.concurrency, 20), requests=40)  # warm-up
+    before = cpu_seconds(process)
+    stats = await load(url, headers, concurrency=args.concurrency, requests=args.requests)
+    cpu = cpu_seconds(process) - before
+    return {
+        **stats,
+        "cpu_s": round(cpu, 3),
+        "cpu_us_per_request": round(cpu / args.requests * 1e6, 1),
+        "cpu_us_per_token": round(cpu / (args.requests * args.tokens) * 1e6, 2),
+    }
+
+
+async def ziggurat_key(base: str) -> str:
+    async with aiohttp.ClientSession(base_url=base) as session:
+        async with session.post(
+            "/api/auth/register", json={"email": "bench@example.com", "password": "benchmark-password"}
+        ) as response:
+            token = (await response.json())["tokens"]["access_token"]
+        async with session.post(
+            "/api/keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            key: str = (await response.json())["key"]
+            return key
+
+
+async def main(args: argparse.Namespace) -> None:
+    upstream_port, relay_port, ziggurat_port = free_port(), free_port(), free_port()
+    upstream = start_process(
+        [
+            PYTHON,
+            str(HERE / "mock_upstream.py"),
+            str(upstream_port),
+            str(args.tokens),
+            str(args.inter_token_s),
+        ]
+    )
+    processes = [upstream]
+    try:
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+        await wait_http(upstream_url + "/models")
+        relay = start_process([PYTHON, str(HERE / "bare_relay.py"), str(relay_port), upstream_url])
+        processes.append(relay)
+        await wait_http(f"http://127.0.0.1:{relay_port}/")
+        baseline = await measure(
+            psutil.Process(relay.pid), f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}, args
+        )
+        relay.terminate()
+        data_dir = tempfile.mkdtemp(prefix="ziggurat-bench-")
+        gateway = start_process(
+            [
+                PYTHON,
+                "-m",
+                "ziggurat.cli",
+                "serve",
+                "--port",
+                str(ziggurat_port),
+                "--engine",
+                "openai",
+                "--model",
+                "mock",
+            ],
+            env={
+                "ZIGGURAT_ENGINE__OPENAI_BASE_URL": upstream_url,
+                "ZIGGURAT_DATA_DIR": data_dir,
+                "ZIGGURAT_ENGINE__MAX_CONCURRENCY": str(args.concurrency * 2),
+                "ZIGGURAT_LOG__LEVEL": "WARNING",
+            },
+        )
+        processes.append(gateway)
+        base = f"http://127.0.0.1:{ziggurat_port}"
+        await wait_http(base + "/healthz")
+        key = await ziggurat_key(base)
+        ours = await measure(
+            psutil.Process(gateway.pid),
+            base + "/v1/chat/completions",
+            {"Authorization": f"Bearer {key}"},
+            args,
+        )
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+    write_result(
+        "gateway_overhead",
+        {
+            "question": "gateway CPU per streamed request vs a bare aiohttp relay",
+            **run_metadata(),
+            "settings": vars(args),
+            "bare_relay": baseline,
+            "ziggurat": ours,
+            "cpu_ratio_vs_bare": round(ours["cpu_s"] / baseline["cpu_s"], 2),
+            "ttfb_p50_added_ms": round(ours["ttfb_p50_ms"] - baseline["ttfb_p50_ms"], 2),
+        },
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--inter-token-s", type=float, default=0.02)
+    asyncio.run(main(parser.parse_args()))

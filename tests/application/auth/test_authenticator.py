@@ -1,0 +1,82 @@
+"""Bearer credentials: JWTs we minted for active users, or API keys; everything else is 401."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from tests.application.conftest import TEST_SECRET_KEY
+from ziggurat.application.auth.schemas import ApiKeyCreate
+from ziggurat.application.container import Application
+from ziggurat.application.store.database import Database
+from ziggurat.application.users.models import User
+from ziggurat.errors import Unauthenticated
+
+
+def _forged(user_id: str, *, key: str | None, algorithm: str) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": user_id,
+        "role": "admin",
+        "scopes": ["chat", "admin"],
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "jti": "forged",
+        "typ": "access",
+    }
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+async def test_an_access_token_gives_its_users_principal(application: Application) -> None:
+    registration = await application.auth.register("a@example.com", "correct horse")
+    principal = await application.authenticator.authenticate(registration.tokens.access_token)
+    assert principal.user_id == registration.user.id and principal.api_key_id is None
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"), [("another-key-" + "x" * 60, "HS256"), (None, "none"), (TEST_SECRET_KEY, "HS384")]
+)
+async def test_forged_tokens_are_refused(application: Application, key: str | None, algorithm: str) -> None:
+    registration = await application.auth.register("a@example.com", "correct horse")
+    with pytest.raises(Unauthenticated, match="invalid"):
+        await application.authenticator.authenticate(
+            _forged(registration.user.id, key=key, algorithm=algorithm)
+        )
+
+
+async def test_a_disabled_user_is_refused_at_once(application: Application, database: Database) -> None:
+    registration = await application.auth.register("a@example.com", "correct horse")
+    key = await application.api_keys.create(
+        await application.authenticator.authenticate(registration.tokens.access_token), ApiKeyCreate(name="k")
+    )
+    async with database.session() as session:
+        user = await session.get(User, registration.user.id)
+        assert user is not None
+        user.is_active = False
+        await session.commit()
+
+    with pytest.raises(Unauthenticated, match="disabled"):
+        await application.authenticator.authenticate(registration.tokens.access_token)
+    with pytest.raises(Unauthenticated, match="disabled"):
+        await application.authenticator.authenticate(key.key)
+
+
+async def test_a_demoted_admin_loses_the_admin_scope_at_once(
+    application: Application, database: Database
+) -> None:
+    registration = await application.auth.register("a@example.com", "correct horse")
+    async with database.session() as session:
+        user = await session.get(User, registration.user.id)
+        assert user is not None
+        user.role = "user"
+        await session.commit()
+    principal = await application.authenticator.authenticate(registration.tokens.access_token)
+    assert principal.role == "user" and principal.scopes == frozenset({"chat"})
+
+
+@pytest.mark.parametrize("bearer", ["", "garbage", "a.b.c"])
+async def test_garbage_is_refused(application: Application, bearer: str) -> None:
+    with pytest.raises(Unauthenticated):
+        await application.authenticator.authenticate(bearer)

@@ -1,0 +1,143 @@
+"""Fixtures for application-layer tests: a migrated database, cheap hashing, a real generation stack.
+
+Generation runs through the real in-process broker, a worker and a scriptable
+engine (`ScriptedEngine`), so these tests exercise the same path as the
+server; only the model is fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ziggurat.application.auth.passwords import PasswordHasher
+from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal, UserId
+from ziggurat.application.container import Application, build_application
+from ziggurat.application.store.database import Database
+from ziggurat.application.store.schema import upgrade_database
+from ziggurat.config import Settings
+from ziggurat.connection.broker.memory import MemoryBroker
+from ziggurat.connection.worker import Worker
+from ziggurat.model.engine import (
+    GenerationEnd,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    TextDelta,
+    Usage,
+)
+from ziggurat.service.generation import GenerationService
+from ziggurat.service.metrics import Metrics
+
+MODEL = "test-model"
+TEST_SECRET_KEY = "k" * 64
+
+
+class ScriptedEngine:
+    """Streams `reply` word by word; records requests; hooks let a test act before the first token."""
+
+    def __init__(self, *, reply: str = "Hello there, how can I help?", inter_token_s: float = 0.0) -> None:
+        self.reply = reply
+        self.inter_token_s = inter_token_s
+        self.requests: list[GenerationRequest] = []
+        self.before_first_token: Callable[[GenerationRequest], Awaitable[None]] | None = None
+        self.gate: asyncio.Event | None = None
+        self.fail_with: str | None = None
+        self._info = ModelInfo(name=MODEL, engine="scripted")
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def capacity(self) -> int:
+        return 16
+
+    @property
+    def is_ready(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        self.requests.append(request)
+        if self.before_first_token is not None:
+            await self.before_first_token(request)
+        if self.gate is not None:
+            await self.gate.wait()
+        words = self.reply.split(" ")
+        for index, word in enumerate(words):
+            if index:
+                await asyncio.sleep(self.inter_token_s)
+            yield TextDelta(word if index == 0 else " " + word)
+            if self.fail_with is not None and index == 1:
+                yield GenerationEnd("error", Usage(0, 0), error=self.fail_with)
+                return
+        yield GenerationEnd("stop", Usage(prompt_tokens=7, completion_tokens=len(words)))
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine()
+
+
+@pytest.fixture
+async def generation(engine: ScriptedEngine) -> AsyncIterator[GenerationService]:
+    broker = MemoryBroker(max_queue_depth=64, stream_buffer_events=1024)
+    worker = Worker(broker=broker, engine=engine, model=MODEL)
+    runner = asyncio.create_task(worker.run())
+    try:
+        yield GenerationService(broker=broker, models=[engine.info], metrics=Metrics())
+    finally:
+        runner.cancel()
+        with suppress(asyncio.CancelledError):
+            await runner
+        await broker.aclose()
+
+
+@pytest.fixture
+def passwords() -> PasswordHasher:
+    # The smallest argon2 cost: these tests check behaviour, not hashing strength.
+    return PasswordHasher(time_cost=1, memory_cost_kib=64)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    await upgrade_database(database_url)
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=database_url, secret_key=SecretStr(TEST_SECRET_KEY))
+
+
+@pytest.fixture
+async def application(
+    settings: Settings, database: Database, generation: GenerationService, passwords: PasswordHasher
+) -> AsyncIterator[Application]:
+    application = build_application(settings, database=database, generation=generation, passwords=passwords)
+    try:
+        yield application
+    finally:
+        await application.conversations.aclose()
+
+
+async def register(application: Application, email: str, password: str = "correct horse") -> Principal:
+    """Register a user and return the principal a sign-in would give it."""
+    user = await application.users.register(email, password)
+    scopes = frozenset({SCOPE_CHAT, SCOPE_ADMIN}) if user.role == "admin" else frozenset({SCOPE_CHAT})
+    return Principal(user_id=UserId(user.id), role=user.role, scopes=scopes)

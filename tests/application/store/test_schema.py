@@ -1,0 +1,75 @@
+"""Migrations: idempotent upgrades, models and migrations in step, clean downgrade."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from ziggurat.application.store.schema import (
+    application_metadata,
+    current_revision,
+    downgrade_database,
+    upgrade_database,
+)
+
+TABLES = {"users", "refresh_tokens", "api_keys", "conversations", "messages"}
+
+
+async def _inspect(url: str, read: object) -> object:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(read)  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+def _check_constraints(connection: Connection) -> set[str]:
+    inspector = inspect(connection)
+    return {
+        str(constraint["name"])
+        for table in ("users", "messages")
+        for constraint in inspector.get_check_constraints(table)
+    }
+
+
+def _drift(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, application_metadata()))
+
+
+async def test_upgrade_is_idempotent_and_matches_the_models(database_url: str) -> None:
+    await upgrade_database(database_url)
+    await upgrade_database(database_url)
+
+    assert await current_revision(database_url) == "0001"
+    assert TABLES <= await _inspect(database_url, _tables)  # type: ignore[operator]
+    assert await _inspect(database_url, _drift) == []
+    # Alembic does not diff CHECK constraints, so their names are compared here.
+    expected = {"ck_users_role", "ck_messages_role", "ck_messages_status"}
+    assert await _inspect(database_url, _check_constraints) == expected
+
+
+async def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(database_url: str) -> None:
+    await upgrade_database(database_url)
+
+    await downgrade_database(database_url, "base")
+    assert await current_revision(database_url) is None
+    assert not TABLES & await _inspect(database_url, _tables)  # type: ignore[operator]
+
+    await upgrade_database(database_url)
+    assert await current_revision(database_url) == "0001"
+
+
+async def test_concurrent_upgrades_migrate_once(database_url: str) -> None:
+    import asyncio
+
+    await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
+    assert await current_revision(database_url) == "0001"

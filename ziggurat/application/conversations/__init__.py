@@ -1,0 +1,1 @@
+"""Conversations and their messages: storage, ownership, and chatting through the model."""

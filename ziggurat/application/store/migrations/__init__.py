@@ -1,0 +1,1 @@
+"""Alembic migrations for the application tables; loaded by Alembic, never imported."""

@@ -1,0 +1,1 @@
+"""Alembic revisions, one module each, written by hand and reviewed like code."""

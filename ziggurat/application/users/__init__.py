@@ -1,0 +1,1 @@
+"""User accounts: registration, roles and lookup. Credentials checks live in `auth/`."""
