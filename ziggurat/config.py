@@ -64,6 +64,9 @@ class AuthSettings(BaseModel):
     refresh_token_ttl_s: PositiveInt = 30 * 24 * 3600
     allow_registration: bool = True
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    credential_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a checked API key or token is trusted without a query."
+    )
 
 
 class HttpSettings(BaseModel):

@@ -20,7 +20,7 @@ from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Princip
 from ziggurat.application.container import Application, build_application
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.schema import upgrade_database
-from ziggurat.config import Settings
+from ziggurat.config import AuthSettings, Settings
 from ziggurat.connection.broker.memory import MemoryBroker
 from ziggurat.connection.worker import Worker
 from ziggurat.model.engine import (
@@ -122,7 +122,13 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=database_url, secret_key=SecretStr(TEST_SECRET_KEY))
+    # No credential cache here: these tests look at what each check reads and writes in the database.
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        secret_key=SecretStr(TEST_SECRET_KEY),
+        auth=AuthSettings(credential_cache_ttl_s=0),
+    )
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ziggurat.application.auth.api_keys import ApiKeyService
 from ziggurat.application.auth.authenticator import Authenticator
+from ziggurat.application.auth.credential_cache import CredentialCache
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.service import AuthService
 from ziggurat.application.auth.signing_key import load_or_create_signing_key
@@ -56,6 +57,7 @@ def build_application(
     users = UserService(
         database=database, passwords=passwords, allow_registration=settings.auth.allow_registration
     )
+    credential_cache = CredentialCache(ttl_s=settings.auth.credential_cache_ttl_s)
     return Application(
         database=database,
         users=users,
@@ -66,8 +68,8 @@ def build_application(
             access_tokens=access_tokens,
             refresh_token_ttl_s=settings.auth.refresh_token_ttl_s,
         ),
-        authenticator=Authenticator(database=database, access_tokens=access_tokens),
-        api_keys=ApiKeyService(database=database),
+        authenticator=Authenticator(database=database, access_tokens=access_tokens, cache=credential_cache),
+        api_keys=ApiKeyService(database=database, credential_cache=credential_cache),
         conversations=ConversationService(database=database, generation=generation),
     )
 

@@ -6,9 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from sqlalchemy import update
 
-from tests.application.conftest import TEST_SECRET_KEY
+from tests.application.conftest import TEST_SECRET_KEY, register
+from ziggurat.application.auth.authenticator import Authenticator
+from ziggurat.application.auth.credential_cache import CredentialCache
 from ziggurat.application.auth.schemas import ApiKeyCreate
+from ziggurat.application.auth.tokens import AccessTokens
 from ziggurat.application.container import Application
 from ziggurat.application.store.database import Database
 from ziggurat.application.users.models import User
@@ -80,3 +84,26 @@ async def test_a_demoted_admin_loses_the_admin_scope_at_once(
 async def test_garbage_is_refused(application: Application, bearer: str) -> None:
     with pytest.raises(Unauthenticated):
         await application.authenticator.authenticate(bearer)
+
+
+async def test_cached_key_skips_the_database_until_revoked_here(
+    application: Application, database: Database
+) -> None:
+    cache = CredentialCache(ttl_s=60)
+    authenticator = Authenticator(
+        database=database,
+        access_tokens=AccessTokens(secret_key="k" * 64, algorithm="HS256", ttl_s=60),
+        cache=cache,
+    )
+    owner = await register(application, "cache@example.com")
+    created = await application.api_keys.create(owner, ApiKeyCreate(name="k"))
+    first = await authenticator.authenticate(created.key)
+    # Another replica disables the user: this process keeps trusting the cached check (bounded by the TTL) ...
+    async with database.session() as session:
+        await session.execute(update(User).where(User.id == owner.user_id).values(is_active=False))
+        await session.commit()
+    assert await authenticator.authenticate(created.key) == first
+    # ... and a change made through this process evicts at once.
+    cache.evict_user(owner.user_id)
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(created.key)

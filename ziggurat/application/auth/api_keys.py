@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ziggurat.application.auth.credential_cache import CredentialCache
 from ziggurat.application.auth.models import ApiKey
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.auth.repository import ApiKeyRepository
@@ -37,8 +38,9 @@ def is_api_key(bearer: str) -> bool:
 
 
 class ApiKeyService:
-    def __init__(self, *, database: Database) -> None:
+    def __init__(self, *, database: Database, credential_cache: CredentialCache) -> None:
         self._database = database
+        self._credential_cache = credential_cache
 
     async def create(self, principal: Principal, request: ApiKeyCreate) -> ApiKeyCreated:
         _require_interactive(principal)
@@ -79,6 +81,7 @@ class ApiKeyService:
                 key.revoked_at = utcnow()
                 await session.commit()
                 log.info("api_key_revoked", key_id=key.id, user_id=principal.user_id)
+        self._credential_cache.evict_api_key(key_id)
 
 
 def _require_interactive(principal: Principal) -> None:

@@ -2,16 +2,21 @@
 
 Two kinds of bearer are accepted: a JWT access token (browsers, after sign-in)
 and an API key (`zk-...`, programs). Both are checked against the user's
-current row on every request, so disabling an account or demoting an admin
-takes effect at once rather than when access tokens expire; it costs one
-primary-key lookup. Scopes are cut down to what the user's role grants now.
+current row, so disabling an account or demoting an admin takes effect
+without waiting for access tokens to expire. The result of a check is kept in
+a `CredentialCache` for a few seconds, so a busy client costs one primary-key
+lookup per cache period, not one per request; changes made in this process
+evict it at once, other replicas see them within the cache TTL. Scopes are cut
+down to what the user's role grants now.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 from ziggurat.application.auth.api_keys import is_api_key
+from ziggurat.application.auth.credential_cache import CredentialCache
 from ziggurat.application.auth.principal import Principal, UserId
 from ziggurat.application.auth.repository import ApiKeyRepository
 from ziggurat.application.auth.scopes import effective_scopes
@@ -26,28 +31,42 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class Authenticator:
-    def __init__(self, *, database: Database, access_tokens: AccessTokens) -> None:
+    def __init__(self, *, database: Database, access_tokens: AccessTokens, cache: CredentialCache) -> None:
         self._database = database
         self._access_tokens = access_tokens
+        self._cache = cache
 
     async def authenticate(self, bearer: str) -> Principal:
         if not bearer:
             raise Unauthenticated("Missing bearer token in the Authorization header.")
         if is_api_key(bearer):
-            return await self._authenticate_api_key(bearer)
+            key_digest = digest(bearer)
+            cached = self._cache.get(key_digest)
+            if cached is not None:
+                return cached
+            principal, expires_at = await self._authenticate_api_key(bearer)
+            self._cache.put(key_digest, principal, not_after=_monotonic_deadline(expires_at))
+            return principal
         return await self._authenticate_access_token(bearer)
 
     async def _authenticate_access_token(self, token: str) -> Principal:
+        # Decoding is always done (it checks signature and expiry); only the user-row check is cached.
         claims = self._access_tokens.decode(token)
+        token_digest = digest(token)
+        cached = self._cache.get(token_digest)
+        if cached is not None:
+            return cached
         async with self._database.session() as session:
             user = await UserRepository(session).get(claims.user_id)
         if user is None or not user.is_active:
             raise Unauthenticated("This account is disabled or no longer exists.")
-        return Principal(
+        principal = Principal(
             user_id=UserId(user.id), role=user.role, scopes=effective_scopes(claims.scopes, user.role)
         )
+        self._cache.put(token_digest, principal)
+        return principal
 
-    async def _authenticate_api_key(self, secret: str) -> Principal:
+    async def _authenticate_api_key(self, secret: str) -> tuple[Principal, datetime | None]:
         now = utcnow()
         async with self._database.session() as session:
             keys = ApiKeyRepository(session)
@@ -64,9 +83,17 @@ class Authenticator:
             if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
                 await keys.mark_used(key.id, now=now, not_since=now - LAST_USED_RESOLUTION)
                 await session.commit()
-        return Principal(
+        principal = Principal(
             user_id=UserId(user.id),
             role=user.role,
             scopes=effective_scopes(key.scopes, user.role),
             api_key_id=key.id,
         )
+        return principal, key.expires_at
+
+
+def _monotonic_deadline(expires_at: datetime | None) -> float | None:
+    """A wall-clock expiry as a point on the monotonic clock the cache uses."""
+    if expires_at is None:
+        return None
+    return time.monotonic() + (expires_at - utcnow()).total_seconds()
