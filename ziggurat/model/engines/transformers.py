@@ -1,0 +1,296 @@
+"""The embedded transformers engine: a Hugging Face causal LM served in-process with continuous batching.
+
+`TransformersEngine` loads a model directory, a `.gguf` file or a hub id through
+`AutoModelForCausalLM.from_pretrained` (off the event loop), renders prompts
+with the tokenizer's chat template, and serves every concurrent `generate` from
+one decode thread that batches them (`transformers_decode`). Each request gets
+its events back through its own small buffer on the event loop; closing the
+stream marks the request cancelled and frees its slot within one decode step.
+
+This is the only module the composition root imports for `kind == "transformers"`:
+torch and transformers are imported here and in its `transformers_*` siblings
+only, so the rest of ziggurat runs without them. It does not do LoRA adapters,
+quantisation or multi-GPU sharding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+
+import torch
+from jinja2 import TemplateError
+
+from ziggurat.errors import ConfigurationError, InvalidRequest, UpstreamFailed
+from ziggurat.model.engine import (
+    ChatMessage,
+    GenerationEnd,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    SamplingParams,
+    TextDelta,
+)
+from ziggurat.model.engines.transformers_decode import DecodeLoop, SequenceState
+from ziggurat.model.engines.transformers_loading import LoadedModel, load_model
+from ziggurat.model.engines.transformers_text import (
+    FALLBACK_STOP,
+    OutputText,
+    encode_chat,
+    has_chat_template,
+    make_decoder,
+)
+from ziggurat.model.model_source import describe_reference, resolve_model
+from ziggurat.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+class _EventBuffer:
+    """One request's events on the event loop, filled by the decode thread via `call_soon_threadsafe`.
+
+    Consecutive text deltas are merged while the consumer is behind, so the
+    buffer holds at most one delta and one end event: memory stays bounded by
+    the answer's length however slow the client is, and the decode thread
+    never waits for a consumer.
+    """
+
+    __slots__ = ("_events", "_ready")
+
+    def __init__(self) -> None:
+        self._events: deque[GenerationEvent] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, event: GenerationEvent) -> None:
+        last = self._events[-1] if self._events else None
+        if isinstance(event, TextDelta) and isinstance(last, TextDelta):
+            self._events[-1] = TextDelta(last.text + event.text)
+        else:
+            self._events.append(event)
+        self._ready.set()
+
+    async def get(self) -> GenerationEvent:
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._events.popleft()
+
+
+class TransformersEngine:
+    """Serves one Hugging Face causal LM; up to `capacity` sequences decode together.
+
+    `start` must complete before `generate`. Every `generate` stream ends with
+    exactly one `GenerationEnd`, unless the consumer stops reading first, which
+    cancels it. Counters (`active_count`, `waiting_count`, `max_batch_observed`,
+    `cancelled_count`) are for tests and metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: str | None,
+        served_name: str,
+        max_batch_size: int,
+        default_max_tokens: int,
+        context_length: int | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._model_path = model_path
+        self._cache_dir = cache_dir
+        self._served_name = served_name
+        self._max_batch_size = max_batch_size
+        self._default_max_tokens = default_max_tokens
+        self._context_length = context_length
+        self._device = device
+        self._dtype = dtype
+        self._cpu_threads = cpu_threads
+        self._loaded: LoadedModel | None = None
+        self._decode_loop: DecodeLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Encoding (worker threads) and decoding (decode thread) share one Rust tokenizer,
+        # which refuses concurrent use while its padding or truncation settings change.
+        self._tokenizer_lock = threading.Lock()
+        self.cancelled_count = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        context_length = self._loaded.context_length if self._loaded else self._context_length
+        return ModelInfo(name=self._served_name, engine="transformers", context_length=context_length)
+
+    @property
+    def capacity(self) -> int:
+        return self._max_batch_size
+
+    @property
+    def is_ready(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def active_count(self) -> int:
+        """Sequences holding a slot in the running batch."""
+        return self._decode_loop.active_count if self._decode_loop else 0
+
+    @property
+    def waiting_count(self) -> int:
+        """Requests submitted to the decode loop but not yet in the batch."""
+        return self._decode_loop.waiting_count if self._decode_loop else 0
+
+    @property
+    def max_batch_observed(self) -> int:
+        return self._decode_loop.max_batch_observed if self._decode_loop else 0
+
+    async def start(self) -> None:
+        """Load the model off the event loop, then start the decode thread."""
+        if self._thread is not None:
+            return
+        started = time.monotonic()
+        log.info("model_loading", model=describe_reference(self._model_path))
+        location = await asyncio.to_thread(self._local_location)
+        loaded = await asyncio.to_thread(
+            load_model,
+            location,
+            device=self._device,
+            dtype=self._dtype,
+            context_length=self._context_length,
+            cpu_threads=self._cpu_threads,
+        )
+        self._loaded = loaded
+        log.info(
+            "model_loaded",
+            model=self._served_name,
+            device=str(loaded.device),
+            context_length=loaded.context_length,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        self._decode_loop = DecodeLoop(
+            model=loaded.model,
+            device=loaded.device,
+            eos_token_ids=loaded.eos_token_ids,
+            max_batch_size=self._max_batch_size,
+        )
+        self._thread = threading.Thread(
+            target=self._decode_loop.run, name=f"ziggurat-decode-{self._served_name}", daemon=True
+        )
+        self._thread.start()
+
+    def _local_location(self) -> str:
+        """A directory or hub id to load; a GGUF is converted once into `cache_dir` (blocking)."""
+        if self._cache_dir is None:
+            if self._model_path is None:
+                raise ConfigurationError("No model configured: pass a model directory, .gguf file or hub id.")
+            return self._model_path
+        return resolve_model(self._model_path, cache_dir=self._cache_dir, progress=_log_progress)
+
+    async def aclose(self) -> None:
+        """Stop the decode thread (open streams end as `cancelled`) and release the model."""
+        if self._decode_loop is not None:
+            self._decode_loop.stop()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        is_cuda = self._loaded is not None and self._loaded.device.type == "cuda"
+        self._loaded = None
+        self._decode_loop = None
+        self._thread = None
+        if is_cuda:
+            torch.cuda.empty_cache()
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
+        loaded, decode_loop = self._running()
+        _check_params(request.params)
+        prompt_ids = await asyncio.to_thread(self._encode, loaded, request.messages)
+        buffer = _EventBuffer()
+        sequence = self._sequence(loaded, request, prompt_ids, buffer)
+        decode_loop.submit(sequence)
+        is_finished = False
+        try:
+            while True:
+                event = await buffer.get()
+                is_finished = isinstance(event, GenerationEnd)
+                yield event
+                if is_finished:
+                    return
+        finally:
+            if not is_finished:
+                decode_loop.cancel(sequence)
+                self.cancelled_count += 1
+
+    def _running(self) -> tuple[LoadedModel, DecodeLoop]:
+        if self._loaded is None or self._decode_loop is None or not self.is_ready:
+            raise UpstreamFailed("The transformers engine is not running.")
+        return self._loaded, self._decode_loop
+
+    def _encode(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+        try:
+            with self._tokenizer_lock:
+                prompt_ids = encode_chat(loaded.tokenizer, messages)
+        except TemplateError as exc:
+            raise InvalidRequest(f"The model's chat template rejected the messages: {exc}") from exc
+        if len(prompt_ids) >= loaded.context_length:
+            raise InvalidRequest(
+                f"The prompt is {len(prompt_ids)} tokens long, but the model's context holds "
+                f"{loaded.context_length} tokens including the answer.",
+                param="messages",
+            )
+        return prompt_ids
+
+    def _sequence(
+        self, loaded: LoadedModel, request: GenerationRequest, prompt_ids: list[int], buffer: _EventBuffer
+    ) -> SequenceState:
+        params = request.params
+        stops = tuple(params.stop)
+        if not has_chat_template(loaded.tokenizer):
+            stops += FALLBACK_STOP
+        room = loaded.context_length - len(prompt_ids)
+        decode = make_decoder(loaded.tokenizer)
+
+        event_loop = asyncio.get_running_loop()
+
+        def locked_decode(token_ids: list[int]) -> str:
+            with self._tokenizer_lock:
+                return decode(token_ids)
+
+        def emit(event: GenerationEvent) -> None:
+            event_loop.call_soon_threadsafe(buffer.put, event)
+
+        return SequenceState(
+            request_id=request.request_id,
+            prompt_ids=prompt_ids,
+            max_new_tokens=min(params.max_tokens or self._default_max_tokens, room),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            generator=_generator(params, loaded.device),
+            text=OutputText(locked_decode, stops),
+            emit=emit,
+        )
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
+    if params.temperature < 0:
+        raise InvalidRequest("temperature must not be negative.", param="temperature")
+    if not 0 < params.top_p <= 1:
+        raise InvalidRequest("top_p must be greater than 0 and at most 1.", param="top_p")
+
+
+def _generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
+    """A per-request random stream: the same seed and prompt give the same answer, whatever else runs."""
+    if params.temperature <= 0:
+        return None
+    generator = torch.Generator(device=device)
+    if params.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(params.seed)
+    return generator
+
+
+def _log_progress(message: str) -> None:
+    log.info("model_preparing", detail=message)
