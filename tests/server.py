@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -62,3 +62,13 @@ def running_server(settings: Settings, *, ready_timeout_s: float = 60) -> Iterat
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float = 5.0) -> bool:
+    """Poll `predicate` until it holds (True) or the time is up (False); for cross-thread state."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -27,11 +27,15 @@ class ChatMessage:
 
 @dataclass(slots=True, frozen=True)
 class SamplingParams:
-    """Decoding controls. `temperature == 0` means greedy decoding."""
+    """Decoding controls. `temperature == 0` means greedy decoding.
+
+    `None` means "not set by the client": the engine applies the model's own
+    defaults (its generation config), else temperature 1 and top_p 1.
+    """
 
     max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
 

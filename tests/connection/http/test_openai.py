@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.connection.http.conftest import Account, register
-from tests.server import RunningServer
+from tests.server import RunningServer, wait_until
 
 MESSAGES = [{"role": "user", "content": "Explain vector databases briefly"}]
 
@@ -161,10 +160,8 @@ def test_client_disconnect_cancels_the_job_and_frees_the_slot(slow_demo_server: 
         )
         first = raw.recv(4096)
         assert b"200 OK" in first
-        assert engine.active_count == 1  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while engine.cancelled_count < 1 and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.02)
+        assert wait_until(lambda: engine.active_count == 1)  # type: ignore[attr-defined]
+    assert wait_until(lambda: engine.cancelled_count == 1)  # type: ignore[attr-defined]
     assert engine.cancelled_count == 1  # type: ignore[attr-defined]
     assert engine.active_count == 0  # type: ignore[attr-defined]
     # The only slot is free again: a new request is served to the end.

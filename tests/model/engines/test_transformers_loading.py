@@ -161,3 +161,26 @@ async def test_unknown_device_or_dtype_is_a_configuration_error(
 
     with pytest.raises(ConfigurationError):
         await engine.start()
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, (1.0, 1.0)),
+        ({"do_sample": False}, (0.0, 1.0)),
+        ({"do_sample": True, "temperature": 0.6, "top_p": 0.9}, (0.6, 0.9)),
+        ({"temperature": 0.3}, (0.3, 1.0)),
+    ],
+)
+def test_unset_sampling_follows_the_models_explicit_generation_config(
+    config: dict[str, object], expected: tuple[float, float]
+) -> None:
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from ziggurat.model.engines.transformers_loading import sampling_defaults
+
+    model = SimpleNamespace(generation_config=GenerationConfig(**config))
+    defaults = sampling_defaults(model)
+    assert (defaults.temperature, defaults.top_p) == expected

@@ -26,7 +26,7 @@ def to_generation_request(
     messages.extend(ChatMessage(role=_ROLES[row.role], content=row.content) for row in history)
     params = SamplingParams(
         max_tokens=message.max_tokens,
-        temperature=1.0 if message.temperature is None else message.temperature,
+        temperature=message.temperature,
     )
     return GenerationRequest(
         request_id=uuid.uuid4().hex, model=model, messages=tuple(messages), params=params

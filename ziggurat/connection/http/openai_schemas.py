@@ -87,8 +87,8 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str, model
         raise InvalidRequest("stop sequences must not be empty", param="stop")
     params = SamplingParams(
         max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
+        temperature=body.temperature,
+        top_p=body.top_p,
         stop=stops,
         seed=body.seed,
     )

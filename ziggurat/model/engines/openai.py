@@ -306,9 +306,12 @@ def to_chat_completion_request(
         "messages": [{"role": message.role, "content": message.content} for message in request.messages],
         "stream": True,
         "stream_options": {"include_usage": True},
-        "temperature": params.temperature,
-        "top_p": params.top_p,
     }
+    # Unset sampling fields stay unset, so the remote server applies the model's own defaults.
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
     max_tokens = params.max_tokens if params.max_tokens is not None else default_max_tokens
     if max_tokens is not None:
         body["max_tokens"] = max_tokens

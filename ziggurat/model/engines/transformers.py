@@ -162,13 +162,7 @@ class TransformersEngine:
             cpu_threads=self._cpu_threads,
         )
         self._loaded = loaded
-        log.info(
-            "model_loaded",
-            model=self._served_name,
-            device=str(loaded.device),
-            context_length=loaded.context_length,
-            seconds=round(time.monotonic() - started, 2),
-        )
+        log.info("engine_started", model=self._served_name, seconds=round(time.monotonic() - started, 2))
         self._decode_loop = DecodeLoop(
             model=loaded.model,
             device=loaded.device,
@@ -259,13 +253,14 @@ class TransformersEngine:
         def emit(event: GenerationEvent) -> None:
             event_loop.call_soon_threadsafe(buffer.put, event)
 
+        temperature = loaded.sampling.temperature if params.temperature is None else params.temperature
         return SequenceState(
             request_id=request.request_id,
             prompt_ids=prompt_ids,
             max_new_tokens=min(params.max_tokens or self._default_max_tokens, room),
-            temperature=params.temperature,
-            top_p=params.top_p,
-            generator=_generator(params, loaded.device),
+            temperature=temperature,
+            top_p=loaded.sampling.top_p if params.top_p is None else params.top_p,
+            generator=_generator(temperature, params.seed, loaded.device),
             text=OutputText(locked_decode, stops),
             emit=emit,
         )
@@ -274,21 +269,21 @@ class TransformersEngine:
 def _check_params(params: SamplingParams) -> None:
     if params.max_tokens is not None and params.max_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
-    if params.temperature < 0:
+    if params.temperature is not None and params.temperature < 0:
         raise InvalidRequest("temperature must not be negative.", param="temperature")
-    if not 0 < params.top_p <= 1:
+    if params.top_p is not None and not 0 < params.top_p <= 1:
         raise InvalidRequest("top_p must be greater than 0 and at most 1.", param="top_p")
 
 
-def _generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
+def _generator(temperature: float, seed: int | None, device: torch.device) -> torch.Generator | None:
     """A per-request random stream: the same seed and prompt give the same answer, whatever else runs."""
-    if params.temperature <= 0:
+    if temperature <= 0:
         return None
     generator = torch.Generator(device=device)
-    if params.seed is None:
+    if seed is None:
         generator.seed()
     else:
-        generator.manual_seed(params.seed)
+        generator.manual_seed(seed)
     return generator
 
 

@@ -56,6 +56,14 @@ class ModelSource:
         return f"hub model id {self.location!r}"
 
 
+@dataclass(slots=True, frozen=True)
+class SamplingDefaults:
+    """What the model's generation config asks for when the client sets nothing."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
 @dataclass(slots=True)
 class LoadedModel:
     """A model ready for inference, with what the engine needs to know about it."""
@@ -65,6 +73,7 @@ class LoadedModel:
     device: torch.device
     eos_token_ids: frozenset[int]
     context_length: int
+    sampling: SamplingDefaults
 
 
 def resolve_source(model_path: str) -> ModelSource:
@@ -153,6 +162,7 @@ def load_model(
         device=torch_device,
         eos_token_ids=eos_token_ids(model, tokenizer),
         context_length=context_length or model_context_length(model, tokenizer),
+        sampling=sampling_defaults(model),
     )
     log.info(
         "model_loaded",
@@ -167,6 +177,22 @@ def load_model(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def sampling_defaults(model: Any) -> SamplingDefaults:
+    """Only what the model's authors set explicitly counts (as vLLM does); the rest is OpenAI's default."""
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return SamplingDefaults()
+    explicit: dict[str, Any] = config.to_diff_dict()
+    if explicit.get("do_sample") is False:
+        return SamplingDefaults(temperature=0.0, top_p=1.0)
+    temperature = explicit.get("temperature")
+    top_p = explicit.get("top_p")
+    return SamplingDefaults(
+        temperature=float(temperature) if isinstance(temperature, (int, float)) else 1.0,
+        top_p=float(top_p) if isinstance(top_p, (int, float)) and 0 < top_p <= 1 else 1.0,
+    )
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
