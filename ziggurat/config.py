@@ -76,7 +76,9 @@ class HttpSettings(BaseModel):
 
 class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    json_format: bool = True
+    json_format: bool | None = Field(
+        default=None, description="JSON lines; default: JSON unless stderr is a terminal."
+    )
     log_prompts: bool = False
 
 

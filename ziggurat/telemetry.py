@@ -19,7 +19,12 @@ import orjson
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message` (the same text with ANSI colours) to its records.
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -94,8 +99,14 @@ def get_logger(name: str) -> StructLogger:
     return StructLogger(name)
 
 
-def configure_logging(*, level: str, json_format: bool) -> None:
-    """Install one stderr handler on the root logger (called by the CLI, not on import)."""
+def configure_logging(*, level: str, json_format: bool | None) -> None:
+    """Install one stderr handler on the root logger (called by the CLI, not on import).
+
+    `json_format=None` picks readable text for a terminal and JSON lines otherwise
+    (log shippers, containers, CI).
+    """
+    if json_format is None:
+        json_format = not sys.stderr.isatty()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
