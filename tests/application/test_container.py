@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ziggurat.application.auth.signing_key import KEY_FILE_NAME
 from ziggurat.application.container import open_application
-from ziggurat.application.store.schema import current_revision
+from ziggurat.application.store.schema import current_revision, head_revision
 from ziggurat.config import Settings
 from ziggurat.service.generation import GenerationService
 
@@ -22,7 +22,7 @@ async def test_open_application_migrates_and_generates_a_private_signing_key(
         principal = await application.authenticator.authenticate(registration.tokens.access_token)
         assert principal.is_admin
         assert await application.database.ping()
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == head_revision()
     key_file = data_dir / KEY_FILE_NAME
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 

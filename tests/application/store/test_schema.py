@@ -12,6 +12,7 @@ from ziggurat.application.store.schema import (
     application_metadata,
     current_revision,
     downgrade_database,
+    head_revision,
     upgrade_database,
 )
 
@@ -49,7 +50,7 @@ async def test_upgrade_is_idempotent_and_matches_the_models(database_url: str) -
     await upgrade_database(database_url)
     await upgrade_database(database_url)
 
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == head_revision()
     assert TABLES <= await _inspect(database_url, _tables)  # type: ignore[operator]
     assert await _inspect(database_url, _drift) == []
     # Alembic does not diff CHECK constraints, so their names are compared here.
@@ -65,11 +66,11 @@ async def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(d
     assert not TABLES & await _inspect(database_url, _tables)  # type: ignore[operator]
 
     await upgrade_database(database_url)
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == head_revision()
 
 
 async def test_concurrent_upgrades_migrate_once(database_url: str) -> None:
     import asyncio
 
     await asyncio.gather(*(upgrade_database(database_url) for _ in range(3)))
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == head_revision()

@@ -86,6 +86,15 @@ async def downgrade_database(url: str, revision: str) -> None:
     await _migrate(url, lambda config: command.downgrade(config, revision))
 
 
+def head_revision() -> str:
+    """The newest migration shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
 async def current_revision(url: str) -> str | None:
     """The revision the database is at, or None for a database never migrated."""
     engine = create_async_engine(url, poolclass=NullPool)
