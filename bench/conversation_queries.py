@@ -63,8 +63,9 @@ FILL = [
        FROM generate_series(1, $1) AS u, generate_series(1, $2) AS c, generate_series(1, $3) AS m""",
 ]
 
-LIST_SQL = """SELECT id, title, model, system_prompt, created_at, updated_at FROM conversations
-              WHERE user_id = $1 AND deleted_at IS NULL ORDER BY updated_at DESC, id DESC LIMIT 20"""
+LIST_SQL = """SELECT id, title, model, system_prompt, preset_id, is_pinned, is_archived, created_at,
+              updated_at FROM conversations WHERE user_id = $1 AND is_archived = false AND deleted_at IS NULL
+              ORDER BY is_pinned DESC, updated_at DESC, id DESC LIMIT 20"""
 OPEN_SQL = [
     "SELECT * FROM conversations WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
     "SELECT * FROM messages WHERE conversation_id = $1 ORDER BY created_at, id",

@@ -81,3 +81,62 @@ def test_split_role_without_shared_broker_is_refused(tmp_path: Path) -> None:
     result = run_cli("serve", "--port", "0", "--engine", "demo", "--role", "api", tmp_path=tmp_path)
     assert result.returncode == 2
     assert "shared broker" in result.stderr
+
+
+async def _rated_conversation(tmp_path: Path) -> None:
+    """A user, one answered question with a thumbs up, and a conversation deleted 40 days ago."""
+    from datetime import timedelta
+
+    from tests.connection.http.inprocess import app_client, app_settings, sign_up
+    from ziggurat.app import build_app
+    from ziggurat.application.conversations.models import Conversation
+    from ziggurat.application.store.database import Database
+    from ziggurat.application.store.orm import utcnow
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'ziggurat.db'}"
+    settings = app_settings(tmp_path / "data", url, conversations={"auto_title": False})
+    async with app_client(build_app(settings)) as client:
+        user = await sign_up(client, "cli@example.com")
+        ids = []
+        for _ in range(2):
+            ids.append((await client.post("/api/conversations", json={}, headers=user.headers)).json()["id"])
+        body = {"content": "Hi", "max_tokens": 5}
+        answer = await client.post(f"/api/conversations/{ids[0]}/messages", json=body, headers=user.headers)
+        answer_id = answer.text.split('"assistant_message_id":"', 1)[1].split('"', 1)[0]
+        await client.put(f"/api/messages/{answer_id}/feedback", json={"thumb": "up"}, headers=user.headers)
+        await client.delete(f"/api/conversations/{ids[1]}", headers=user.headers)
+    database = Database(url)
+    try:
+        async with database.session() as session:
+            deleted = await session.get(Conversation, ids[1])
+            assert deleted is not None
+            deleted.deleted_at = utcnow() - timedelta(days=40)
+            await session.commit()
+    finally:
+        await database.aclose()
+
+
+async def test_export_feedback_and_purge_deleted_work_on_the_configured_database(tmp_path: Path) -> None:
+    import asyncio
+
+    import orjson
+
+    await _rated_conversation(tmp_path)
+    output = tmp_path / "sft.jsonl"
+
+    export = ("export-feedback", "--format", "sft", "--output", str(output), "--thumb", "up")
+    exported = await asyncio.to_thread(run_cli, *export, tmp_path=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "wrote 1 sft records" in exported.stderr
+    [line] = output.read_bytes().splitlines()
+    roles = [message["role"] for message in orjson.loads(line)["messages"]]
+    assert roles == ["user", "assistant"]
+
+    export = ("export-feedback", "--format", "preference", "--output", "-", "--since", "2999-01-01")
+    none = await asyncio.to_thread(run_cli, *export, tmp_path=tmp_path)
+    assert none.returncode == 0 and none.stdout == "" and "wrote 0 preference records" in none.stderr
+
+    purged = await asyncio.to_thread(run_cli, "purge-deleted", tmp_path=tmp_path)
+    assert purged.returncode == 0 and "purged 1 conversations" in purged.stderr
+    again = await asyncio.to_thread(run_cli, "purge-deleted", "--older-than-days", "1", tmp_path=tmp_path)
+    assert again.returncode == 0 and "purged 0 conversations" in again.stderr

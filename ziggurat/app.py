@@ -18,13 +18,13 @@ from ziggurat import __version__
 from ziggurat.application.container import open_application
 from ziggurat.config import BrokerSettings, EngineSettings, Settings
 from ziggurat.connection.broker.base import Broker
-from ziggurat.connection.http import api, health, openai
+from ziggurat.connection.http import admin, auth, conversations, feedback, health, openai, presets
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
 from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
-from ziggurat.model.engine import Engine
+from ziggurat.model.engine import Engine, TokenCounter
 from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import Check, HealthService
@@ -155,7 +155,11 @@ async def open_services(
         stack.push_async_callback(broker.aclose)
         engine = build_engine(settings)
         stack.push_async_callback(engine.aclose)
-        generation = GenerationService(broker=broker, models=[engine.info], metrics=metrics)
+        # Counting tokens with the engine's own tokenizer, where it has one, fits chat history exactly.
+        counters = {engine.info.name: engine} if isinstance(engine, TokenCounter) else {}
+        generation = GenerationService(
+            broker=broker, models=[engine.info], metrics=metrics, token_counters=counters
+        )
         metrics.watch_queue_depth(
             lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
         )
@@ -199,7 +203,11 @@ def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> Fast
     app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(openai.router)
-    app.include_router(api.router)
+    app.include_router(auth.router)
+    app.include_router(conversations.router)
+    app.include_router(presets.router)
+    app.include_router(feedback.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.http.max_request_bytes

@@ -1,4 +1,9 @@
-"""Command line: `ziggurat serve`, `ziggurat --version`.
+"""Command line: `ziggurat serve`, `ziggurat --version`, and data commands.
+
+`export-feedback` writes rated answers as fine-tuning JSONL and
+`purge-deleted` removes conversations deleted longer ago than the retention
+period; both work on the configured database directly (migrating it first,
+like `serve`), acting as the operator, who holds the admin permission.
 
 Builds the one `Settings` object from the environment plus flags, configures
 logging, and runs uvicorn. Configuration problems are printed as one clear line
@@ -8,16 +13,26 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import ValidationError
 
 from ziggurat import __version__
+from ziggurat.application.auth.principal import SCOPE_ADMIN, Principal, UserId
 from ziggurat.config import Settings
 from ziggurat.errors import ConfigurationError
 from ziggurat.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from ziggurat.application.store.database import Database
+
+# Who the data commands act as: whoever can run them already has the database.
+OPERATOR = Principal(user_id=UserId("operator"), role="admin", scopes=frozenset({SCOPE_ADMIN}))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="model directory, .gguf file, hub id, or remote model name")
     serve.add_argument("--served-name", help="name clients use for the model")
     serve.add_argument("--log-format", choices=["json", "text"], help="log line format")
+    _add_data_commands(commands)
     return parser
+
+
+def _add_data_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser("export-feedback", help="write rated answers as fine-tuning JSONL")
+    export.add_argument("--format", choices=["sft", "preference"], default="sft", help="record shape")
+    export.add_argument("--output", required=True, help="file to write, or - for standard output")
+    export.add_argument("--since", type=_moment, help="feedback given at or after (ISO 8601, UTC if no zone)")
+    export.add_argument("--until", type=_moment, help="feedback given before (ISO 8601)")
+    export.add_argument("--model", help="answers of this model only")
+    export.add_argument("--user", help="feedback of this user (id or e-mail) only")
+    export.add_argument("--role", help="feedback of users with this role only")
+    export.add_argument("--thumb", choices=["up", "down"], help="feedback with this thumb only")
+    export.add_argument("--min-rating", type=int, choices=range(1, 6), help="ratings at least this")
+    export.add_argument("--max-rating", type=int, choices=range(1, 6), help="ratings at most this")
+    purge = commands.add_parser("purge-deleted", help="remove conversations deleted long enough ago")
+    retention = "default: ZIGGURAT_CONVERSATIONS__DELETED_RETENTION_DAYS (30)"
+    purge.add_argument("--older-than-days", type=int, help=retention)
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -91,12 +129,73 @@ def serve(settings: Settings) -> None:
         raise ConfigurationError(fatal[0])
 
 
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
+    from ziggurat.application.store.database import Database
+    from ziggurat.application.store.schema import upgrade_database
+
+    url = settings.resolved_database_url
+    await upgrade_database(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.aclose()
+
+
+async def export_feedback(settings: Settings, args: argparse.Namespace) -> None:
+    from ziggurat.application.feedback.schemas import FeedbackFilters
+    from ziggurat.application.feedback.service import FeedbackService
+
+    filters = FeedbackFilters(
+        thumb=args.thumb,
+        min_rating=args.min_rating,
+        max_rating=args.max_rating,
+        model=args.model,
+        user=args.user,
+        role=args.role,
+        since=args.since,
+        until=args.until,
+    )
+    written = 0
+    async with _database(settings) as database:
+        lines = FeedbackService(database=database).export(OPERATOR, args.format, filters)
+        with _output(args.output) as output:
+            async for line in lines:
+                output.write(line)
+                written += 1
+    print(f"ziggurat: wrote {written} {args.format} records to {args.output}", file=sys.stderr)
+
+
+@contextmanager
+def _output(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb") as output:
+        yield output
+
+
+async def purge_deleted(settings: Settings, older_than_days: int | None) -> None:
+    from ziggurat.application.conversations.service import purge_deleted
+
+    days = older_than_days if older_than_days is not None else settings.conversations.deleted_retention_days
+    async with _database(settings) as database:
+        purged = await purge_deleted(database, OPERATOR, older_than=timedelta(days=days))
+    print(f"ziggurat: purged {purged} conversations deleted more than {days} days ago", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(args) if args.command == "serve" else Settings()
         if args.command == "serve":
             serve(settings)
+        elif args.command == "export-feedback":
+            asyncio.run(export_feedback(settings, args))
+        elif args.command == "purge-deleted":
+            asyncio.run(purge_deleted(settings, args.older_than_days))
     except ValidationError as exc:
         print(f"ziggurat: invalid settings: {exc}", file=sys.stderr)
         return 2

@@ -63,9 +63,55 @@ class AuthSettings(BaseModel):
     access_token_ttl_s: PositiveInt = 15 * 60
     refresh_token_ttl_s: PositiveInt = 30 * 24 * 3600
     allow_registration: bool = True
+    allowed_email_domains: list[str] = Field(
+        default_factory=list, description="If set, only these e-mail domains may sign up (invitations may)."
+    )
+    invitation_ttl_s: PositiveInt = 7 * 24 * 3600
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     credential_cache_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a checked API key or token is trusted without a query."
+    )
+    lockout_max_failures: PositiveInt = Field(
+        default=5, description="Failed sign-ins per account within the window before it is locked."
+    )
+    lockout_ip_max_failures: PositiveInt = Field(
+        default=20, description="Failed sign-ins per client IP within the window before it is locked."
+    )
+    lockout_window_s: PositiveFloat = 15 * 60
+
+
+class OidcSettings(BaseModel):
+    """Sign-in with an OpenID Connect provider; off while `issuer` is unset."""
+
+    issuer: str | None = Field(
+        default=None, description="Issuer URL; discovery comes from ISSUER/.well-known/openid-configuration."
+    )
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    redirect_url: str | None = Field(
+        default=None, description="This server's callback, e.g. https://chat.example.com/api/auth/oidc/callback."
+    )
+    button_name: str = "Single sign-on"
+    login_timeout_s: PositiveInt = Field(default=600, description="How long a started sign-in may take.")
+    http_timeout_s: PositiveFloat = 10.0
+
+    @property
+    def is_enabled(self) -> bool:
+        return bool(self.issuer and self.client_id and self.redirect_url)
+
+
+class ConversationSettings(BaseModel):
+    """Chat conversations: automatic titles, history sent to the model, retention of deleted ones."""
+
+    auto_title: bool = Field(
+        default=True, description="After the first exchange, the model names the conversation (low priority)."
+    )
+    history_max_messages: PositiveInt = Field(
+        default=200, description="At most this many earlier messages are considered for the context window."
+    )
+    deleted_retention_days: PositiveInt = Field(
+        default=30, description="`ziggurat purge-deleted` removes conversations deleted longer ago than this."
     )
 
 
@@ -100,6 +146,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()
     auth: AuthSettings = AuthSettings()
+    oidc: OidcSettings = OidcSettings()
+    conversations: ConversationSettings = ConversationSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
 

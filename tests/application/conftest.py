@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal, UserId
-from ziggurat.application.container import Application, build_application
+from ziggurat.application.container import Application, build_application, close_application
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.schema import upgrade_database
 from ziggurat.config import AuthSettings, Settings
@@ -139,7 +139,7 @@ async def application(
     try:
         yield application
     finally:
-        await application.conversations.aclose()
+        await close_application(application)
 
 
 async def register(application: Application, email: str, password: str = "correct horse") -> Principal:

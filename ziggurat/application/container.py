@@ -12,18 +12,35 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from ziggurat.application.admin.users import AdminUserService
+from ziggurat.application.audit.log import AuditLog
 from ziggurat.application.auth.api_keys import ApiKeyService
 from ziggurat.application.auth.authenticator import Authenticator
 from ziggurat.application.auth.credential_cache import CredentialCache
+from ziggurat.application.auth.lockout import LoginThrottle, MemoryLoginThrottle
+from ziggurat.application.auth.oidc import OidcService
 from ziggurat.application.auth.passwords import PasswordHasher
+from ziggurat.application.auth.principal import Principal
 from ziggurat.application.auth.service import AuthService
+from ziggurat.application.auth.sessions import SessionService
 from ziggurat.application.auth.signing_key import load_or_create_signing_key
 from ziggurat.application.auth.tokens import AccessTokens
+from ziggurat.application.catalog.service import ModelCatalog
+from ziggurat.application.conversations.chat import ChatPolicy, ChatService
+from ziggurat.application.conversations.context import ContextWindow
 from ziggurat.application.conversations.service import ConversationService
+from ziggurat.application.conversations.titles import TitleWriter
+from ziggurat.application.feedback.service import FeedbackService
+from ziggurat.application.presets.service import PresetService
+from ziggurat.application.roles.service import RoleService
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.schema import upgrade_database
+from ziggurat.application.usage.recorder import UsageRecorder
+from ziggurat.application.usage.report import UsageReports
+from ziggurat.application.users.invitations import InvitationService
 from ziggurat.application.users.service import UserService
 from ziggurat.config import Settings
+from ziggurat.model.engine import Usage
 from ziggurat.service.generation import GenerationService
 from ziggurat.telemetry import get_logger
 
@@ -40,6 +57,17 @@ class Application:
     authenticator: Authenticator
     api_keys: ApiKeyService
     conversations: ConversationService
+    roles: RoleService
+    invitations: InvitationService
+    admin_users: AdminUserService
+    catalog: ModelCatalog
+    usage: UsageRecorder
+    usage_reports: UsageReports
+    audit: AuditLog
+    oidc: OidcService | None
+    chat: ChatService
+    presets: PresetService
+    feedback: FeedbackService
 
 
 def build_application(
@@ -55,9 +83,23 @@ def build_application(
         secret_key=secret_key, algorithm=settings.auth.jwt_algorithm, ttl_s=settings.auth.access_token_ttl_s
     )
     users = UserService(
-        database=database, passwords=passwords, allow_registration=settings.auth.allow_registration
+        database=database,
+        passwords=passwords,
+        allow_registration=settings.auth.allow_registration,
+        allowed_email_domains=settings.auth.allowed_email_domains,
     )
     credential_cache = CredentialCache(ttl_s=settings.auth.credential_cache_ttl_s)
+    sessions = SessionService(
+        database=database,
+        access_tokens=access_tokens,
+        credential_cache=credential_cache,
+        refresh_token_ttl_s=settings.auth.refresh_token_ttl_s,
+    )
+    throttle: LoginThrottle = MemoryLoginThrottle(window_s=settings.auth.lockout_window_s)
+    catalog = ModelCatalog(
+        database=database, generation=generation, ttl_s=settings.auth.credential_cache_ttl_s
+    )
+    usage = UsageRecorder(database=database)
     return Application(
         database=database,
         users=users,
@@ -65,13 +107,76 @@ def build_application(
             database=database,
             users=users,
             passwords=passwords,
-            access_tokens=access_tokens,
-            refresh_token_ttl_s=settings.auth.refresh_token_ttl_s,
+            sessions=sessions,
+            throttle=throttle,
+            settings=settings.auth,
         ),
         authenticator=Authenticator(database=database, access_tokens=access_tokens, cache=credential_cache),
         api_keys=ApiKeyService(database=database, credential_cache=credential_cache),
-        conversations=ConversationService(database=database, generation=generation),
+        conversations=ConversationService(database=database, resolve_model=catalog.resolve),
+        roles=RoleService(database=database, credential_cache=credential_cache),
+        invitations=InvitationService(database=database, default_ttl_s=settings.auth.invitation_ttl_s),
+        admin_users=AdminUserService(database=database, sessions=sessions),
+        catalog=catalog,
+        usage=usage,
+        usage_reports=UsageReports(database=database),
+        audit=AuditLog(database=database),
+        oidc=_build_oidc(settings, database=database, users=users, sessions=sessions, signing_key=secret_key),
+        chat=_build_chat(settings, database=database, generation=generation, catalog=catalog, usage=usage),
+        presets=PresetService(database=database, resolve_model=catalog.resolve),
+        feedback=FeedbackService(database=database),
     )
+
+
+def _build_chat(
+    settings: Settings,
+    *,
+    database: Database,
+    generation: GenerationService,
+    catalog: ModelCatalog,
+    usage: UsageRecorder,
+) -> ChatService:
+    def record_usage(principal: Principal, model: str, tokens: Usage) -> None:
+        usage.record(principal, model, tokens, source="chat")
+
+    return ChatService(
+        database=database,
+        generation=generation,
+        context=ContextWindow(generation=generation, default_max_tokens=settings.engine.default_max_tokens),
+        titles=TitleWriter(
+            database=database, generation=generation, is_enabled=settings.conversations.auto_title
+        ),
+        policy=ChatPolicy(
+            resolve_model=catalog.resolve,
+            record_usage=record_usage,
+            history_limit=settings.conversations.history_max_messages,
+        ),
+    )
+
+
+def _build_oidc(
+    settings: Settings, *, database: Database, users: UserService, sessions: SessionService, signing_key: str
+) -> OidcService | None:
+    if not settings.oidc.is_enabled:
+        return None
+    from ziggurat.application.auth.oidc_provider import OidcProvider
+
+    return OidcService(
+        settings=settings.oidc,
+        provider=OidcProvider(settings.oidc),
+        database=database,
+        users=users,
+        sessions=sessions,
+        signing_key=signing_key,
+    )
+
+
+async def close_application(application: Application) -> None:
+    """Let in-flight writes finish and close outbound clients (not the database: its opener does)."""
+    await application.chat.aclose()
+    await application.usage.aclose()
+    if application.oidc is not None:
+        await application.oidc.aclose()
 
 
 @asynccontextmanager
@@ -90,6 +195,6 @@ async def open_application(
         try:
             yield application
         finally:
-            await application.conversations.aclose()
+            await close_application(application)
     finally:
         await database.aclose()

@@ -11,9 +11,9 @@ plain values in their constructors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -108,3 +108,30 @@ class Engine(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An optional engine capability: the prompt length of `messages` in the model's tokens.
+
+    Counts what `generate` would feed the model (chat template included).
+    Returns None when the engine cannot tell yet, for example before its
+    tokenizer is loaded; callers then fall back to `estimate_tokens`.
+    """
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None: ...
+
+
+_ASCII_CHARS_PER_TOKEN = 4
+_TOKENS_PER_MESSAGE = 4
+
+
+def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
+    """A tokenizer-free estimate that errs high: ASCII at four characters a token, other
+    characters (CJK, emoji) at one token each, plus a few tokens of role markers per message."""
+    total = 2
+    for message in messages:
+        ascii_chars = sum(1 for char in message.content if char.isascii())
+        other_chars = len(message.content) - ascii_chars
+        total += -(-ascii_chars // _ASCII_CHARS_PER_TOKEN) + other_chars + _TOKENS_PER_MESSAGE
+    return total

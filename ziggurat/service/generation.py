@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from ziggurat.connection.broker.base import Broker, Job, Priority
 from ziggurat.errors import ModelNotFound, Overloaded, UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, GenerationRequest, ModelInfo, TextDelta
+from ziggurat.model.engine import (
+    ChatMessage,
+    GenerationEnd,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    TextDelta,
+    TokenCounter,
+    estimate_tokens,
+)
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger
 
@@ -79,12 +88,25 @@ class GenerationStream:
 
 
 class GenerationService:
-    """Routes generation requests to served models through the broker."""
+    """Routes generation requests to served models through the broker.
 
-    def __init__(self, *, broker: Broker, models: Iterable[ModelInfo], metrics: Metrics) -> None:
+    `token_counters` are the engines in this process that can count tokens
+    with the model's own tokenizer; a gateway without the engine (or an engine
+    that cannot count yet) gets an estimate instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        models: Iterable[ModelInfo],
+        metrics: Metrics,
+        token_counters: Mapping[str, TokenCounter] | None = None,
+    ) -> None:
         self._broker = broker
         self._models = {model.name: model for model in models}
         self._metrics = metrics
+        self._token_counters = dict(token_counters or {})
 
     def list_models(self) -> list[ModelInfo]:
         return list(self._models.values())
@@ -99,6 +121,15 @@ class GenerationService:
                 f"The model '{name}' does not exist or you do not have access to it.", param="model"
             )
         return model
+
+    async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int:
+        """The prompt length of `messages` for `model`: its tokenizer's count when known, else an estimate."""
+        counter = self._token_counters.get(model)
+        if counter is not None:
+            counted = await counter.count_tokens(messages)
+            if counted is not None:
+                return counted
+        return estimate_tokens(messages)
 
     async def submit(self, request: GenerationRequest, *, priority: Priority) -> GenerationStream:
         self.resolve_model(request.model)

@@ -1,274 +1,88 @@
-"""Conversations: ownership, pagination, and chatting with durable, idempotent messages."""
+"""Conversations: ownership, listing (pinned first, archive), changes, soft delete and purge, search."""
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import aclosing
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.application.conftest import MODEL, ScriptedEngine, register
+from tests.application.conftest import register
+from tests.application.conversations.conftest import consume
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Conversation, Message
-from ziggurat.application.conversations.schemas import ConversationCreate, MessageCreate
-from ziggurat.application.conversations.turn import ChatTurn, TurnEnd
+from ziggurat.application.conversations.schemas import ConversationCreate, ConversationUpdate, MessageCreate
+from ziggurat.application.conversations.search import make_snippet
+from ziggurat.application.presets.schemas import PresetCreate
 from ziggurat.application.store.database import Database
-from ziggurat.errors import Conflict, InvalidRequest, ModelNotFound, NotFound, UpstreamFailed
-from ziggurat.model.engine import GenerationRequest, TextDelta
+from ziggurat.errors import Forbidden, InvalidRequest, NotFound
 
 
-async def _consume(turn: ChatTurn) -> tuple[str, TurnEnd]:
-    text: list[str] = []
-    async with aclosing(turn.events()) as events:
-        async for event in events:
-            if isinstance(event, TextDelta):
-                text.append(event.text)
-            else:
-                return "".join(text), event
-    raise AssertionError("the turn ended without a TurnEnd")
-
-
-async def _count_messages(database: Database, conversation_id: str) -> int:
-    async with database.session() as session:
-        query = select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
-        return await session.scalar(query) or 0
-
-
-@pytest.fixture
-async def alice(application: Application) -> Principal:
-    return await register(application, "alice@example.com")
-
-
-@pytest.fixture
-async def bob(application: Application, alice: Principal) -> Principal:
-    return await register(application, "bob@example.com")
-
-
-async def test_a_turn_streams_the_reply_and_stores_both_messages(
-    application: Application, alice: Principal, engine: ScriptedEngine
-) -> None:
-    conversation = await application.conversations.create(
-        alice, ConversationCreate(system_prompt="Be brief.")
-    )
-    turn = await application.conversations.post_message(
-        alice, conversation.id, MessageCreate(content="Hi there")
-    )
-    text, end = await _consume(turn)
-
-    assert text == engine.reply
-    reply = end.message
-    assert (reply.id, reply.role, reply.status, reply.content) == (
-        turn.reply_id,
-        "assistant",
-        "complete",
-        text,
-    )
-    assert reply.finish_reason == "stop" and reply.model == MODEL
-    assert reply.usage is not None and reply.usage.completion_tokens == len(engine.reply.split())
-    assert reply.parent_id == turn.user_message.id
-    detail = await application.conversations.get(alice, conversation.id)
-    assert [(m.role, m.content) for m in detail.messages] == [("user", "Hi there"), ("assistant", text)]
-    assert detail.title == "Hi there" and detail.updated_at >= conversation.updated_at
-    sent = engine.requests[0]
-    assert [(m.role, m.content) for m in sent.messages] == [("system", "Be brief."), ("user", "Hi there")]
-
-
-async def test_the_model_sees_earlier_turns(
-    application: Application, alice: Principal, engine: ScriptedEngine
-) -> None:
-    conversation = await application.conversations.create(alice, ConversationCreate(title="Kept"))
-    await _consume(
-        await application.conversations.post_message(alice, conversation.id, MessageCreate(content="one"))
-    )
-    await _consume(
-        await application.conversations.post_message(alice, conversation.id, MessageCreate(content="two"))
+async def _say(application: Application, principal: Principal, conversation_id: str, content: str) -> None:
+    await consume(
+        await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))
     )
 
-    roles = [(m.role, m.content) for m in engine.requests[1].messages]
-    assert roles == [("user", "one"), ("assistant", engine.reply), ("user", "two")]
-    assert (await application.conversations.get(alice, conversation.id)).title == "Kept"
+
+async def _ids(application: Application, principal: Principal, **options: object) -> list[str]:
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await application.conversations.list_conversations(
+            principal,
+            limit=2,
+            cursor=cursor,
+            **options,  # type: ignore[arg-type]
+        )
+        seen.extend(c.id for c in page.data)
+        cursor = page.next_cursor
+        if cursor is None:
+            return seen
 
 
-async def test_the_user_message_is_committed_before_the_first_token(
-    application: Application, alice: Principal, engine: ScriptedEngine, database_url: str
-) -> None:
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    seen: list[tuple[str, str]] = []
-
-    async def look_from_another_connection(request: GenerationRequest) -> None:
-        observer = Database(database_url)
-        try:
-            async with observer.session() as session:
-                rows = await session.execute(
-                    select(Message.role, Message.status).where(Message.conversation_id == conversation.id)
-                )
-                seen.extend((role, status) for role, status in rows)
-        finally:
-            await observer.aclose()
-
-    engine.before_first_token = look_from_another_connection
-    await _consume(
-        await application.conversations.post_message(alice, conversation.id, MessageCreate(content="x"))
-    )
-    assert sorted(seen) == [("assistant", "streaming"), ("user", "complete")]
-
-
-async def test_leaving_early_stores_the_partial_reply_as_cancelled(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    engine.reply = " ".join(f"w{i}" for i in range(200))
-    engine.inter_token_s = 0.005
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await application.conversations.post_message(alice, conversation.id, MessageCreate(content="long"))
-    received: list[str] = []
-    async with aclosing(turn.events()) as events:
-        async for event in events:
-            assert isinstance(event, TextDelta)
-            received.append(event.text)
-            if len(received) == 3:
-                break
-
-    async with database.session() as session:
-        reply = await session.get(Message, turn.reply_id)
-    assert reply is not None
-    assert (reply.status, reply.finish_reason, reply.content) == ("cancelled", "cancelled", "".join(received))
-
-
-async def test_a_cancelled_task_still_stores_the_partial_reply(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    engine.reply = " ".join(f"w{i}" for i in range(200))
-    engine.inter_token_s = 0.005
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await application.conversations.post_message(alice, conversation.id, MessageCreate(content="long"))
-    first_token = asyncio.Event()
-
-    async def read() -> None:
-        async with aclosing(turn.events()) as events:
-            async for _ in events:
-                first_token.set()
-
-    reader = asyncio.create_task(read())
-    await first_token.wait()
-    reader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reader
-    await application.conversations.aclose()
-
-    async with database.session() as session:
-        reply = await session.get(Message, turn.reply_id)
-    assert reply is not None and reply.status == "cancelled" and reply.content.startswith("w0")
-
-
-async def test_an_engine_failure_is_stored_and_raised(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    engine.fail_with = "The GPU caught fire."
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await application.conversations.post_message(alice, conversation.id, MessageCreate(content="x"))
-    with pytest.raises(UpstreamFailed, match="GPU caught fire"):
-        await _consume(turn)
-    async with database.session() as session:
-        reply = await session.get(Message, turn.reply_id)
-    assert reply is not None and reply.status == "error" and reply.content
-
-
-async def test_a_retried_key_replays_the_stored_exchange_without_storing_again(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    message = MessageCreate(content="only once")
-    first = await application.conversations.post_message(alice, conversation.id, message, "key-1")
-    first_text, first_end = await _consume(first)
-
-    again = await application.conversations.post_message(alice, conversation.id, message, "key-1")
-    assert again.is_replay
-    assert (again.user_message.id, again.reply_id) == (first.user_message.id, first.reply_id)
-    again_text, again_end = await _consume(again)
-    assert (again_text, again_end.message) == (first_text, first_end.message)
-    assert await _count_messages(database, conversation.id) == 2
-    assert len(engine.requests) == 1
-
-
-async def test_racing_retries_store_the_message_once(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    engine.gate = asyncio.Event()
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    message = MessageCreate(content="race")
-    results = await asyncio.gather(
-        *(application.conversations.post_message(alice, conversation.id, message, "k") for _ in range(4)),
-        return_exceptions=True,
-    )
-    turns = [result for result in results if isinstance(result, ChatTurn)]
-    assert len(turns) == 1
-    assert all(isinstance(result, Conflict) for result in results if not isinstance(result, ChatTurn))
-    engine.gate.set()
-    await _consume(turns[0])
-    assert await _count_messages(database, conversation.id) == 2
-
-
-async def test_a_key_reused_for_different_content_is_a_conflict(
-    application: Application, alice: Principal
-) -> None:
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    await _consume(
-        await application.conversations.post_message(alice, conversation.id, MessageCreate(content="a"), "k")
-    )
-    with pytest.raises(Conflict, match="different message"):
-        await application.conversations.post_message(alice, conversation.id, MessageCreate(content="b"), "k")
-
-
-async def test_a_retry_after_a_cut_short_reply_generates_it_again(
-    application: Application, alice: Principal, engine: ScriptedEngine, database: Database
-) -> None:
-    engine.reply = " ".join(f"w{i}" for i in range(50))
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    message = MessageCreate(content="again please")
-    turn = await application.conversations.post_message(alice, conversation.id, message, "k")
-    async with aclosing(turn.events()) as events:
-        await anext(events)
-
-    retry = await application.conversations.post_message(alice, conversation.id, message, "k")
-    assert not retry.is_replay and retry.reply_id == turn.reply_id
-    text, end = await _consume(retry)
-    assert text == engine.reply and end.message.status == "complete"
-    assert await _count_messages(database, conversation.id) == 2
-
-
-async def test_users_cannot_see_or_post_to_each_others_conversations(
-    application: Application, alice: Principal, bob: Principal, database: Database
+async def test_users_cannot_see_change_or_delete_each_others_conversations(
+    application: Application, alice: Principal, bob: Principal
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate(title="secret"))
+    await _say(application, alice, conversation.id, "private words")
 
     with pytest.raises(NotFound):
         await application.conversations.get(bob, conversation.id)
     with pytest.raises(NotFound):
-        await application.conversations.post_message(bob, conversation.id, MessageCreate(content="hi"))
+        await application.conversations.update(bob, conversation.id, ConversationUpdate(title="mine now"))
+    with pytest.raises(NotFound):
+        await application.conversations.delete(bob, conversation.id)
     assert (await application.conversations.list_conversations(bob)).data == []
-    assert await _count_messages(database, conversation.id) == 0
+    assert (await application.conversations.search(bob, "private")).data == []
+    assert (await application.conversations.search(bob, "secret")).data == []
+    assert (await application.conversations.get(alice, conversation.id)).title == "secret"
 
 
-async def test_listing_pages_newest_first(application: Application, alice: Principal) -> None:
+async def test_listing_pages_pinned_first_then_newest_first(
+    application: Application, alice: Principal
+) -> None:
     created = [
         await application.conversations.create(alice, ConversationCreate(title=f"c{i}")) for i in range(5)
     ]
-    await _consume(
-        await application.conversations.post_message(alice, created[0].id, MessageCreate(content="bump"))
-    )
-    expected = [created[0].id] + [c.id for c in reversed(created[1:])]
+    await _say(application, alice, created[0].id, "bump")
+    for index in (1, 3):
+        await application.conversations.update(alice, created[index].id, ConversationUpdate(pinned=True))
 
-    seen: list[str] = []
-    cursor: str | None = None
-    while True:
-        page = await application.conversations.list_conversations(alice, limit=2, cursor=cursor)
-        seen.extend(c.id for c in page.data)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    assert seen == expected
+    expected = [created[3].id, created[1].id, created[0].id, created[4].id, created[2].id]
+    assert await _ids(application, alice) == expected
+
+
+async def test_archived_conversations_are_listed_apart(application: Application, alice: Principal) -> None:
+    kept = await application.conversations.create(alice, ConversationCreate(title="kept"))
+    old = await application.conversations.create(alice, ConversationCreate(title="old"))
+    archived = await application.conversations.update(alice, old.id, ConversationUpdate(archived=True))
+
+    assert archived.archived and not archived.pinned
+    assert await _ids(application, alice) == [kept.id]
+    assert await _ids(application, alice, archived=True) == [old.id]
+    await application.conversations.update(alice, old.id, ConversationUpdate(archived=False))
+    assert set(await _ids(application, alice)) == {kept.id, old.id}
 
 
 async def test_listing_refuses_bad_limits_and_cursors(application: Application, alice: Principal) -> None:
@@ -279,32 +93,128 @@ async def test_listing_refuses_bad_limits_and_cursors(application: Application, 
     assert caught.value.param == "cursor"
 
 
-async def test_deleted_conversations_are_not_found(
-    application: Application, alice: Principal, database: Database
+async def test_renaming_and_settings_are_kept_and_a_user_title_is_never_replaced(
+    application: Application, alice: Principal
 ) -> None:
+    preset = await application.presets.create(alice, PresetCreate(name="p"))
     conversation = await application.conversations.create(alice, ConversationCreate())
-    async with database.session() as session:
-        row = await session.get(Conversation, conversation.id)
-        assert row is not None
-        row.deleted_at = row.created_at
-        await session.commit()
+    await _say(application, alice, conversation.id, "first message")
+    assert (await application.conversations.get(alice, conversation.id)).title == "first message"
+
+    changed = await application.conversations.update(
+        alice,
+        conversation.id,
+        ConversationUpdate(title="  Named  ", system_prompt="Be kind.", preset_id=preset.id, pinned=True),
+    )
+    assert (changed.title, changed.system_prompt, changed.preset_id, changed.pinned) == (
+        "Named",
+        "Be kind.",
+        preset.id,
+        True,
+    )
+    cleared = await application.conversations.update(
+        alice, conversation.id, ConversationUpdate(preset_id=None)
+    )
+    assert cleared.preset_id is None and cleared.title == "Named"
+
+
+async def test_another_users_preset_cannot_be_attached(
+    application: Application, alice: Principal, bob: Principal
+) -> None:
+    bobs = await application.presets.create(bob, PresetCreate(name="bob's"))
+    with pytest.raises(NotFound):
+        await application.conversations.create(alice, ConversationCreate(preset_id=bobs.id))
+    conversation = await application.conversations.create(alice, ConversationCreate())
+    with pytest.raises(NotFound):
+        await application.conversations.update(alice, conversation.id, ConversationUpdate(preset_id=bobs.id))
+
+
+async def test_deleted_conversations_are_hidden_everywhere(
+    application: Application, alice: Principal
+) -> None:
+    conversation = await application.conversations.create(alice, ConversationCreate(title="gone soon"))
+    await _say(application, alice, conversation.id, "remember this")
+    await application.conversations.delete(alice, conversation.id)
+
     with pytest.raises(NotFound):
         await application.conversations.get(alice, conversation.id)
+    with pytest.raises(NotFound):
+        await application.chat.post_message(alice, conversation.id, MessageCreate(content="hello?"))
+    with pytest.raises(NotFound):
+        await application.conversations.delete(alice, conversation.id)
+    assert (await application.conversations.list_conversations(alice)).data == []
+    assert (await application.conversations.list_conversations(alice, archived=True)).data == []
+    assert (await application.conversations.search(alice, "remember")).data == []
 
 
-async def test_unknown_models_are_refused_before_anything_is_stored(
+async def test_purge_removes_long_deleted_conversations_with_their_messages(
     application: Application, alice: Principal, database: Database
 ) -> None:
-    with pytest.raises(ModelNotFound):
-        await application.conversations.create(alice, ConversationCreate(model="gpt-17"))
-    conversation = await application.conversations.create(alice, ConversationCreate())
-    with pytest.raises(ModelNotFound):
-        await application.conversations.post_message(
-            alice, conversation.id, MessageCreate(content="x", model="gpt-17")
+    old = await application.conversations.create(alice, ConversationCreate())
+    recent = await application.conversations.create(alice, ConversationCreate())
+    live = await application.conversations.create(alice, ConversationCreate())
+    for conversation in (old, recent, live):
+        await _say(application, alice, conversation.id, "hi")
+    await application.conversations.delete(alice, old.id)
+    await application.conversations.delete(alice, recent.id)
+    async with database.session() as session:
+        row = await session.get(Conversation, old.id)
+        assert row is not None and row.deleted_at is not None
+        row.deleted_at -= timedelta(days=31)
+        await session.commit()
+
+    user = await register(application, "plain@example.com")
+    with pytest.raises(Forbidden):
+        await application.conversations.purge_deleted(user, older_than=timedelta(days=30))
+    assert await application.conversations.purge_deleted(alice, older_than=timedelta(days=30)) == 1
+
+    async with database.session() as session:
+        remaining = set(await session.scalars(select(Conversation.id)))
+        orphans = await session.scalar(
+            select(func.count()).select_from(Message).where(Message.conversation_id == old.id)
         )
-    assert await _count_messages(database, conversation.id) == 0
+    assert remaining == {recent.id, live.id} and orphans == 0
 
 
-def test_messages_must_not_be_blank() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        MessageCreate(content="   ")
+async def test_search_finds_titles_and_message_text_with_snippets(
+    application: Application, alice: Principal
+) -> None:
+    trip = await application.conversations.create(alice, ConversationCreate(title="Trip to Kyoto"))
+    await _say(application, alice, trip.id, "Which temples should I visit in spring?")
+    other = await application.conversations.create(alice, ConversationCreate(title="Cooking"))
+    await _say(application, alice, other.id, "How long do I boil an egg?")
+
+    by_title = await application.conversations.search(alice, "kyoto")
+    assert [(hit.conversation.id, hit.message_id) for hit in by_title.data] == [(trip.id, None)]
+    assert by_title.data[0].snippet == "Trip to Kyoto"
+    assert by_title.data[0].highlights == [(8, 13)]
+
+    by_text = await application.conversations.search(alice, "temples spring")
+    assert len(by_text.data) == 1 and by_text.data[0].conversation.id == trip.id
+    hit = by_text.data[0]
+    assert hit.role == "user" and "temples" in hit.snippet
+    assert [hit.snippet[start:end] for start, end in hit.highlights] == ["temples", "spring"]
+    assert (await application.conversations.search(alice, "temples egg")).data == []
+    assert (await application.conversations.search(alice, "   ")).data == []
+
+
+async def test_search_limit_is_checked(application: Application, alice: Principal) -> None:
+    with pytest.raises(InvalidRequest):
+        await application.conversations.search(alice, "x", limit=0)
+
+
+def test_snippets_cut_around_the_first_match_at_a_word_boundary() -> None:
+    text = "word " * 100 + "needle in a haystack " + "tail " * 100
+    snippet = make_snippet(text, ["needle"], width=60)
+    assert snippet.text.startswith("…") and snippet.text.endswith("…")
+    start, end = snippet.highlights[0]
+    assert snippet.text[start:end] == "needle"
+    assert not snippet.text[1:].startswith("ord")
+    assert make_snippet("short text", []).text == "short text"
+    assert make_snippet("Kyoto 京都 trip", ["京都"]).highlights == [(6, 8)]
+
+
+async def test_selecting_an_unknown_message_is_not_found(application: Application, alice: Principal) -> None:
+    conversation = await application.conversations.create(alice, ConversationCreate())
+    with pytest.raises(NotFound):
+        await application.conversations.select_branch(alice, conversation.id, "nope")

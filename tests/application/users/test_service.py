@@ -27,7 +27,7 @@ async def test_the_first_user_is_admin_and_later_ones_are_not(application: Appli
 
 async def test_concurrent_first_registrations_make_exactly_one_admin(application: Application) -> None:
     users = await asyncio.gather(
-        *(application.users.register(f"u{i}@example.com", "password1") for i in range(4))
+        *(application.users.register(f"u{i}@example.com", "correct horse") for i in range(4))
     )
     assert sorted(user.role for user in users) == ["admin", "user", "user", "user"]
 

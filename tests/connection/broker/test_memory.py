@@ -66,3 +66,32 @@ async def test_cancelled_job_in_queue_is_skipped() -> None:
     await broker.submit(job("b"))
     await broker.cancel("a")
     assert (await broker.take("m")).job_id == "b"
+
+
+async def test_cancel_ends_a_waiting_reader_with_a_cancelled_end() -> None:
+    broker = MemoryBroker(max_queue_depth=2, stream_buffer_events=10)
+    await broker.submit(job("a"))
+    await broker.take("m")
+    await broker.publish("a", TextDelta("partial"))
+    events = broker.events("a")
+    assert await anext(events) == TextDelta("partial")
+    reader = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    await broker.cancel("a")
+    end = await asyncio.wait_for(reader, timeout=1)
+    assert isinstance(end, GenerationEnd) and end.finish_reason == "cancelled"
+    await broker.publish("a", TextDelta("too late"))
+    with pytest.raises(StopAsyncIteration):
+        await anext(events)
+
+
+async def test_cancel_with_a_full_buffer_ends_the_stream_after_the_buffered_events() -> None:
+    broker = MemoryBroker(max_queue_depth=2, stream_buffer_events=2)
+    await broker.submit(job("a"))
+    await broker.take("m")
+    await broker.publish("a", TextDelta("x"))
+    await broker.publish("a", TextDelta("y"))
+    await broker.cancel("a")
+    received = [event async for event in broker.events("a")]
+    assert received[:2] == [TextDelta("x"), TextDelta("y")]
+    assert isinstance(received[2], GenerationEnd) and received[2].finish_reason == "cancelled"

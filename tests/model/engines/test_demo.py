@@ -82,3 +82,10 @@ async def test_cancellation_is_counted() -> None:
     await events.aclose()
     assert engine.cancelled_count == 1
     assert engine.active_count == 0
+
+
+async def test_counted_tokens_match_the_reported_prompt_usage() -> None:
+    engine = make_engine()
+    req = request("How many tokens is this prompt?")
+    _, end = await run(engine, req)
+    assert await engine.count_tokens(req.messages) == end.usage.prompt_tokens > 0

@@ -247,6 +247,11 @@ async def test_estimates_usage_when_the_server_sends_none(engine: OpenAIEngine, 
     assert events[-1] == GenerationEnd(finish_reason="stop", usage=expected)
 
 
+async def test_token_counts_are_an_estimate_that_errs_high(engine: OpenAIEngine) -> None:
+    messages = make_request().messages
+    assert await engine.count_tokens(messages) >= sum(len(m.content) for m in messages) // 4
+
+
 @pytest.mark.parametrize("scenario", ["http_500", "http_401", "http_502_html"])
 async def test_http_errors_raise_upstream_failed_without_the_key(
     engine: OpenAIEngine, fake: FakeOpenAI, scenario: str

@@ -164,6 +164,22 @@ async def test_chinese_and_emoji_answer_streams_only_whole_characters(
         chunk.encode("utf-8")
 
 
+async def test_counted_tokens_are_the_prompt_the_model_is_fed(tiny_llama_path: Path, tokenizer: Any) -> None:
+    engine = TransformersEngine(
+        model_path=str(tiny_llama_path), served_name="tiny", max_batch_size=1, default_max_tokens=8
+    )
+    request = _request(STORY)
+    assert await engine.count_tokens(request.messages) is None  # not loaded yet
+    await engine.start()
+    try:
+        events = await _events(engine, request)
+        counted = await engine.count_tokens(request.messages)
+    finally:
+        await engine.aclose()
+    assert isinstance(events[-1], GenerationEnd)
+    assert counted == events[-1].usage.prompt_tokens == len(_prompt_ids(tokenizer, STORY))
+
+
 async def test_greedy_decoding_is_deterministic(engine: TransformersEngine) -> None:
     first = await _run(engine, "hello there", temperature=0)
     second = await _run(engine, "hello there", temperature=0)

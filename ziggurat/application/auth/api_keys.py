@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ziggurat.application.audit.log import AuditRepository, audit_event
+from ziggurat.application.audit.models import AuditAction
 from ziggurat.application.auth.credential_cache import CredentialCache
 from ziggurat.application.auth.models import ApiKey
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.auth.repository import ApiKeyRepository
 from ziggurat.application.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
-from ziggurat.application.auth.scopes import scopes_for_role
 from ziggurat.application.auth.tokens import digest, new_secret
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.orm import new_id, utcnow
@@ -45,7 +46,7 @@ class ApiKeyService:
     async def create(self, principal: Principal, request: ApiKeyCreate) -> ApiKeyCreated:
         _require_interactive(principal)
         scopes = frozenset(request.scopes)
-        if not scopes <= scopes_for_role(principal.role):
+        if not scopes <= principal.scopes:
             raise Forbidden("Your role does not allow creating a key with these scopes.", param="scopes")
         secret = new_api_key()
         now = utcnow()
@@ -61,6 +62,14 @@ class ApiKeyService:
         )
         async with self._database.session() as session:
             await ApiKeyRepository(session).add(key)
+            AuditRepository(session).add(
+                audit_event(
+                    AuditAction.KEY_CREATED,
+                    actor_id=principal.user_id,
+                    user_id=principal.user_id,
+                    details={"key_id": key.id, "name": key.name, "scopes": key.scopes},
+                )
+            )
             await session.commit()
         log.info("api_key_created", key_id=key.id, user_id=principal.user_id)
         return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=secret)
@@ -79,11 +88,19 @@ class ApiKeyService:
                 raise NotFound("No API key with this id.", param="key_id")
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
+                AuditRepository(session).add(
+                    audit_event(
+                        AuditAction.KEY_REVOKED,
+                        actor_id=principal.user_id,
+                        user_id=principal.user_id,
+                        details={"key_id": key.id},
+                    )
+                )
                 await session.commit()
                 log.info("api_key_revoked", key_id=key.id, user_id=principal.user_id)
         self._credential_cache.evict_api_key(key_id)
 
 
 def _require_interactive(principal: Principal) -> None:
-    if principal.api_key_id is not None:
+    if not principal.is_interactive:
         raise Forbidden("API keys cannot manage API keys; sign in to create or revoke keys.")

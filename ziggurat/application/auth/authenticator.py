@@ -2,18 +2,21 @@
 
 Two kinds of bearer are accepted: a JWT access token (browsers, after sign-in)
 and an API key (`zk-...`, programs). Both are checked against the user's
-current row, so disabling an account or demoting an admin takes effect
-without waiting for access tokens to expire. The result of a check is kept in
-a `CredentialCache` for a few seconds, so a busy client costs one primary-key
-lookup per cache period, not one per request; changes made in this process
-evict it at once, other replicas see them within the cache TTL. Scopes are cut
-down to what the user's role grants now.
+current row and role, so disabling an account, signing out everywhere or
+changing a role takes effect without waiting for access tokens to expire.
+The result of a check is kept in a `CredentialCache` for a few seconds, so a
+busy client costs two primary-key lookups per cache period, not per request;
+changes made in this process evict it at once, other replicas see them within
+the cache TTL. Scopes are cut down to what the user's role grants now.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ziggurat.application.auth.api_keys import is_api_key
 from ziggurat.application.auth.credential_cache import CredentialCache
@@ -21,13 +24,31 @@ from ziggurat.application.auth.principal import Principal, UserId
 from ziggurat.application.auth.repository import ApiKeyRepository
 from ziggurat.application.auth.scopes import effective_scopes
 from ziggurat.application.auth.tokens import AccessTokens, digest
+from ziggurat.application.roles.models import Role
+from ziggurat.application.roles.policy import policy_of
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.orm import utcnow
+from ziggurat.application.users.models import User
 from ziggurat.application.users.repository import UserRepository
 from ziggurat.errors import Unauthenticated
 
 # `last_used_at` is for humans reviewing their keys; minute precision spares a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+async def principal_for(
+    session: AsyncSession, user: User, scopes: Iterable[str], *, api_key_id: str | None = None
+) -> Principal:
+    """The principal of `user` holding a credential issued with `scopes`, under the user's role now."""
+    policy = policy_of(user.role, await session.get(Role, user.role))
+    return Principal(
+        user_id=UserId(user.id),
+        role=user.role,
+        scopes=effective_scopes(scopes, policy.permissions),
+        api_key_id=api_key_id,
+        allowed_models=policy.allowed_models,
+        quota=policy.quota,
+    )
 
 
 class Authenticator:
@@ -58,11 +79,11 @@ class Authenticator:
             return cached
         async with self._database.session() as session:
             user = await UserRepository(session).get(claims.user_id)
-        if user is None or not user.is_active:
-            raise Unauthenticated("This account is disabled or no longer exists.")
-        principal = Principal(
-            user_id=UserId(user.id), role=user.role, scopes=effective_scopes(claims.scopes, user.role)
-        )
+            if user is None or not user.is_active:
+                raise Unauthenticated("This account is disabled or no longer exists.")
+            if claims.session_version != user.session_version:
+                raise Unauthenticated("This session was signed out; sign in again.")
+            principal = await principal_for(session, user, claims.scopes)
         self._cache.put(token_digest, principal)
         return principal
 
@@ -80,15 +101,10 @@ class Authenticator:
                 raise Unauthenticated("This API key has expired.")
             if not user.is_active:
                 raise Unauthenticated("This account is disabled.")
+            principal = await principal_for(session, user, key.scopes, api_key_id=key.id)
             if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
                 await keys.mark_used(key.id, now=now, not_since=now - LAST_USED_RESOLUTION)
                 await session.commit()
-        principal = Principal(
-            user_id=UserId(user.id),
-            role=user.role,
-            scopes=effective_scopes(key.scopes, user.role),
-            api_key_id=key.id,
-        )
         return principal, key.expires_at
 
 

@@ -61,6 +61,10 @@ class CredentialCache:
     def evict_user(self, user_id: str) -> None:
         self._evict(lambda principal: principal.user_id == user_id)
 
+    def evict_role(self, role: str) -> None:
+        """Forget every check made for holders of `role` (its permissions or models changed)."""
+        self._evict(lambda principal: principal.role == role)
+
     def _evict(self, matches: Callable[[Principal], bool]) -> None:
         for digest in [d for d, entry in self._entries.items() if matches(entry.principal)]:
             del self._entries[digest]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import argon2
-from argon2.exceptions import VerificationError
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from ziggurat.errors import InvalidRequest
 
@@ -20,9 +20,26 @@ MIN_PASSWORD_LENGTH = 8
 # megabyte "password" cannot be used to burn CPU.
 MAX_PASSWORD_LENGTH = 1024
 
+# The most common passwords of at least 8 characters in public breach corpora: the
+# first ones any guessing attack tries. A short list on purpose; length does the rest.
+COMMON_PASSWORDS = frozenset(
+    {
+        "password", "password1", "password12", "password123", "password1234", "passw0rd", "p@ssw0rd",
+        "p@ssword", "12345678", "123456789", "1234567890", "12345678910", "87654321", "11111111",
+        "00000000", "88888888", "11223344", "12341234", "123123123", "qwertyui", "qwertyuiop",
+        "qwerty123", "qwerty12", "1q2w3e4r", "1q2w3e4r5t", "1qaz2wsx", "zaq12wsx", "asdfghjk",
+        "asdfghjkl", "asdf1234", "zxcvbnm1", "iloveyou", "iloveyou1", "sunshine", "princess",
+        "football", "baseball", "superman", "starwars", "trustno1", "whatever", "welcome1",
+        "welcome123", "letmein1", "letmein123", "abcd1234", "abc12345", "abcdefgh", "changeme",
+        "changeme123", "computer", "internet", "michelle", "jennifer", "liverpool", "master123",
+        "dragon123", "monkey123", "shadow123", "admin123", "administrator", "aa123456", "a1234567",
+        "q1w2e3r4", "1234qwer", "qwer1234", "passwort", "motdepasse", "secret123", "default1",
+    }
+)  # fmt: skip
 
-def check_password_policy(password: str) -> None:
-    """Raise `InvalidRequest` when the password is too short or too long."""
+
+def check_password_policy(password: str, *, email: str | None = None) -> None:
+    """Raise `InvalidRequest` for a password that is too short, too long, the email, or very common."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidRequest(
             f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.", param="password"
@@ -30,6 +47,13 @@ def check_password_policy(password: str) -> None:
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidRequest(
             f"The password must be at most {MAX_PASSWORD_LENGTH} characters long.", param="password"
+        )
+    folded = password.strip().casefold()
+    if email is not None and folded == email.strip().casefold():
+        raise InvalidRequest("The password must not be your email address.", param="password")
+    if folded in COMMON_PASSWORDS:
+        raise InvalidRequest(
+            "This password is among the most commonly used ones; choose another.", param="password"
         )
 
 
@@ -51,8 +75,9 @@ class PasswordHasher:
         return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
-        """Whether `password` matches; with no hash (unknown user) it costs the same and is False."""
-        if password_hash is None:
+        """Whether `password` matches; with no hash (unknown user, OIDC-only account) it costs the same
+        and is False."""
+        if not password_hash:
             await self._verify(await self._dummy(), password)
             return False
         return await self._verify(password_hash, password)
@@ -60,7 +85,7 @@ class PasswordHasher:
     async def _verify(self, password_hash: str, password: str) -> bool:
         try:
             return await asyncio.to_thread(self._hasher.verify, password_hash, password)
-        except VerificationError:
+        except (VerificationError, InvalidHashError):
             return False
 
     async def _dummy(self) -> str:

@@ -36,6 +36,14 @@ class RefreshTokenRepository:
         )
         return _rowcount(result) == 1
 
+    async def revoke_all_for_user(self, user_id: str, *, now: datetime) -> int:
+        result = await self._session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return _rowcount(result)
+
     async def revoke_family(self, family_id: str, *, now: datetime) -> int:
         result = await self._session.execute(
             update(RefreshToken)

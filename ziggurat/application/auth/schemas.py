@@ -26,6 +26,30 @@ class Credentials(_Request):
     password: str = Field(max_length=1024)
 
 
+class RegistrationRequest(Credentials):
+    invitation: str | None = Field(
+        default=None, min_length=1, max_length=256, description="One-time token of an invitation."
+    )
+
+
+class PasswordChange(_Request):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class OidcProviderOut(BaseModel):
+    name: str
+    login_url: str
+
+
+class AuthProviders(BaseModel):
+    """How this server lets people sign in, for a sign-in page."""
+
+    password: bool = True
+    registration_open: bool
+    oidc: OidcProviderOut | None
+
+
 class RefreshRequest(_Request):
     refresh_token: str = Field(min_length=1, max_length=256)
 

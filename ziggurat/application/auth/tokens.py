@@ -1,7 +1,8 @@
 """Access tokens (signed JWTs) and opaque secrets (refresh tokens, API keys).
 
 Access tokens are short-lived HS* JWTs with claims `sub`, `role`, `scopes`,
-`iat`, `exp`, `jti` and `typ=access`. Verification names the one accepted
+`iat`, `exp`, `jti`, `typ=access` and `sv` (the user's session version, see
+`users/models.py`; tokens minted before it existed count as version 0). Verification names the one accepted
 algorithm explicitly, so `alg: none` and tokens signed with another algorithm
 or key are refused, and requires every claim, so a token minted for another
 purpose (`typ`) cannot stand in for an access token.
@@ -46,6 +47,7 @@ class AccessClaims:
     scopes: frozenset[str]
     token_id: str
     expires_at: datetime
+    session_version: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,7 +64,9 @@ class AccessTokens:
         self._algorithm = algorithm
         self._ttl_s = ttl_s
 
-    def issue(self, *, user_id: str, role: str, scopes: frozenset[str]) -> IssuedToken:
+    def issue(
+        self, *, user_id: str, role: str, scopes: frozenset[str], session_version: int = 0
+    ) -> IssuedToken:
         now = utcnow()
         claims = {
             "sub": user_id,
@@ -72,6 +76,7 @@ class AccessTokens:
             "exp": now + timedelta(seconds=self._ttl_s),
             "jti": uuid.uuid4().hex,
             "typ": ACCESS_TOKEN_TYPE,
+            "sv": session_version,
         }
         return IssuedToken(jwt.encode(claims, self._secret_key, algorithm=self._algorithm), self._ttl_s)
 
@@ -90,12 +95,14 @@ class AccessTokens:
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated("The access token is invalid.") from exc
         scopes = claims["scopes"]
+        session_version = claims.get("sv", 0)
         if (
             claims["typ"] != ACCESS_TOKEN_TYPE
             or not isinstance(claims["sub"], str)
             or not isinstance(claims["role"], str)
             or not isinstance(scopes, list)
             or not all(isinstance(scope, str) for scope in scopes)
+            or not isinstance(session_version, int)
         ):
             raise Unauthenticated("The access token is invalid.")
         return AccessClaims(
@@ -104,4 +111,5 @@ class AccessTokens:
             scopes=frozenset(scopes),
             token_id=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(claims["exp"], tz=utcnow().tzinfo),
+            session_version=session_version,
         )

@@ -3,17 +3,29 @@
 Every read of user data takes the owner's id and filters on it, so a
 conversation of another user is simply not found. Message reads join their
 conversation for the same reason, even though the service has usually just
-checked ownership: the query itself cannot leak.
+checked ownership: the query itself cannot leak. Soft-deleted conversations
+(`deleted_at` set) are invisible to every read here; only `purge_deleted`
+sees them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import CursorResult, Select, and_, or_, select, update
+from sqlalchemy import CursorResult, Select, and_, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ziggurat.application.conversations.models import Conversation, Message
+
+
+@dataclass(slots=True, frozen=True)
+class ListPosition:
+    """Where a page of the conversation list ended: pinned ones come first, then newest first."""
+
+    is_pinned: bool
+    updated_at: datetime
+    conversation_id: str
 
 
 class ConversationRepository:
@@ -33,21 +45,29 @@ class ConversationRepository:
             )
         )
 
-    async def list_recent(
-        self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
+    async def list_page(
+        self, user_id: str, *, is_archived: bool, limit: int, after: ListPosition | None
     ) -> list[Conversation]:
-        """Newest first by (updated_at, id); `before` is the last row of the previous page."""
-        query = select(Conversation).where(Conversation.user_id == user_id, Conversation.deleted_at.is_(None))
-        if before is not None:
-            updated_at, conversation_id = before
+        """Pinned first, then newest first by (updated_at, id); `after` is the previous page's last row."""
+        query = select(Conversation).where(
+            Conversation.user_id == user_id,
+            Conversation.is_archived == is_archived,
+            Conversation.deleted_at.is_(None),
+        )
+        if after is not None:
+            later_in_group = or_(
+                Conversation.updated_at < after.updated_at,
+                and_(Conversation.updated_at == after.updated_at, Conversation.id < after.conversation_id),
+            )
+            same_group = and_(Conversation.is_pinned == after.is_pinned, later_in_group)
+            # After the last pinned row of a page, every unpinned row still follows.
             query = query.where(
-                or_(
-                    Conversation.updated_at < updated_at,
-                    and_(Conversation.updated_at == updated_at, Conversation.id < conversation_id),
-                )
+                or_(same_group, Conversation.is_pinned == false()) if after.is_pinned else same_group
             )
         rows = await self._session.scalars(
-            query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+            query.order_by(
+                Conversation.is_pinned.desc(), Conversation.updated_at.desc(), Conversation.id.desc()
+            ).limit(limit)
         )
         return list(rows)
 
@@ -55,55 +75,28 @@ class ConversationRepository:
         return (
             select(Message)
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.conversation_id == conversation_id, Conversation.user_id == user_id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Conversation.user_id == user_id,
+                Conversation.deleted_at.is_(None),
+            )
         )
 
     async def list_messages(self, user_id: str, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, every branch, oldest first."""
         rows = await self._session.scalars(
             self._messages_of(user_id, conversation_id).order_by(Message.created_at, Message.id)
         )
         return list(rows)
 
-    async def last_message(self, user_id: str, conversation_id: str) -> Message | None:
+    async def get_message(self, user_id: str, conversation_id: str, message_id: str) -> Message | None:
         return await self._session.scalar(
-            self._messages_of(user_id, conversation_id)
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(1)
+            self._messages_of(user_id, conversation_id).where(Message.id == message_id)
         )
-
-    async def history(
-        self, user_id: str, conversation_id: str, *, up_to: datetime, limit: int
-    ) -> list[Message]:
-        """The newest `limit` messages worth showing the model, up to `up_to`, oldest first.
-
-        Failed or empty replies are left out: the model should not imitate them.
-        """
-        rows = await self._session.scalars(
-            self._messages_of(user_id, conversation_id)
-            .where(
-                Message.created_at <= up_to,
-                or_(
-                    Message.role != "assistant",
-                    and_(Message.status.in_(("complete", "cancelled")), Message.content != ""),
-                ),
-            )
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(limit)
-        )
-        return list(reversed(list(rows)))
 
     async def get_by_idempotency_key(self, user_id: str, conversation_id: str, key: str) -> Message | None:
         return await self._session.scalar(
             self._messages_of(user_id, conversation_id).where(Message.idempotency_key == key)
-        )
-
-    async def get_reply(self, user_id: str, conversation_id: str, message_id: str) -> Message | None:
-        """The assistant message that answers `message_id`, if any."""
-        return await self._session.scalar(
-            self._messages_of(user_id, conversation_id)
-            .where(Message.parent_id == message_id, Message.role == "assistant")
-            .order_by(Message.created_at.desc())
-            .limit(1)
         )
 
     async def claim_for_retry(self, message_id: str, *, model: str) -> bool:
@@ -123,6 +116,45 @@ class ConversationRepository:
         assert isinstance(result, CursorResult)
         return result.rowcount == 1
 
-    async def get_message(self, message_id: str) -> Message | None:
+    async def cancel_if_streaming(self, message_id: str) -> bool:
+        """Mark a reply that no process is generating any more as cancelled, keeping its text."""
+        result = await self._session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == "streaming")
+            .values(status="cancelled", finish_reason="cancelled")
+        )
+        assert isinstance(result, CursorResult)
+        return result.rowcount == 1
+
+    async def get_message_by_id(self, message_id: str) -> Message | None:
         """By id alone: only for the message a request itself created (it was authorised then)."""
         return await self._session.get(Message, message_id)
+
+    async def get_conversation_by_id(self, conversation_id: str) -> Conversation | None:
+        """By id alone: only for the conversation of a reply a request already authorised."""
+        return await self._session.scalar(
+            select(Conversation).where(Conversation.id == conversation_id, Conversation.deleted_at.is_(None))
+        )
+
+    async def set_generated_title(self, user_id: str, conversation_id: str, title: str) -> bool:
+        """Store a model-written title unless the user has named the conversation meanwhile."""
+        result = await self._session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.user_id == user_id,
+                Conversation.deleted_at.is_(None),
+                or_(Conversation.title_source.is_(None), Conversation.title_source == "message"),
+            )
+            .values(title=title, title_source="model")
+        )
+        assert isinstance(result, CursorResult)
+        return result.rowcount == 1
+
+    async def purge_deleted(self, *, deleted_before: datetime) -> int:
+        """Remove conversations soft-deleted before the cutoff, with their messages and feedback."""
+        result = await self._session.execute(
+            delete(Conversation).where(Conversation.deleted_at < deleted_before)
+        )
+        assert isinstance(result, CursorResult)
+        return result.rowcount

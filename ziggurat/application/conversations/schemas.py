@@ -6,12 +6,21 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ziggurat.application.conversations.models import MODEL_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Message
+from ziggurat.application.conversations.models import (
+    MODEL_NAME_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    Conversation,
+    Message,
+)
+from ziggurat.application.store.orm import ID_LENGTH
 
 # About 8k tokens of text: a long question, not a document upload (that is a later feature).
 MAX_MESSAGE_CHARS = 32_000
 MAX_SYSTEM_PROMPT_CHARS = 16_000
+MAX_REPLY_TOKENS = 32_768
 MAX_PAGE_SIZE = 100
+MAX_SEARCH_RESULTS = 50
+MAX_SEARCH_QUERY_CHARS = 200
 
 
 class _Request(BaseModel):
@@ -22,13 +31,30 @@ class ConversationCreate(_Request):
     title: str | None = Field(default=None, max_length=TITLE_MAX_LENGTH)
     model: str | None = Field(default=None, max_length=MODEL_NAME_MAX_LENGTH)
     system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS)
+    preset_id: str | None = Field(default=None, max_length=ID_LENGTH)
 
 
-class MessageCreate(_Request):
-    content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+class ConversationUpdate(_Request):
+    """Fields left out keep their value; `null` clears an optional one."""
+
+    title: str | None = Field(default=None, max_length=TITLE_MAX_LENGTH)
+    model: str | None = Field(default=None, max_length=MODEL_NAME_MAX_LENGTH)
+    system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS)
+    preset_id: str | None = Field(default=None, max_length=ID_LENGTH)
+    pinned: bool | None = None
+    archived: bool | None = None
+
+
+class GenerationOverrides(_Request):
+    """Per-message parameters; unset ones come from the conversation, then its preset."""
+
     model: str | None = Field(default=None, max_length=MODEL_NAME_MAX_LENGTH)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_REPLY_TOKENS)
+
+
+class MessageCreate(GenerationOverrides):
+    content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
     @field_validator("content")
     @classmethod
@@ -39,14 +65,29 @@ class MessageCreate(_Request):
 
 
 class ConversationOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: str
     title: str | None
     model: str | None
     system_prompt: str | None
+    preset_id: str | None
+    pinned: bool
+    archived: bool
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Conversation) -> ConversationOut:
+        return cls(
+            id=row.id,
+            title=row.title,
+            model=row.model,
+            system_prompt=row.system_prompt,
+            preset_id=row.preset_id,
+            pinned=row.is_pinned,
+            archived=row.is_archived,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
 
 
 class MessageUsage(BaseModel):
@@ -91,10 +132,32 @@ class MessageOut(BaseModel):
         )
 
 
+class PathMessageOut(MessageOut):
+    """A message on the shown path and its alternatives (a UI shows `‹ sibling_index+1 / sibling_count ›`)."""
+
+    sibling_index: int = Field(description="Position among the messages with the same parent, from 0.")
+    sibling_count: int
+    sibling_ids: list[str] = Field(description="All alternatives, oldest first; select one to switch branch.")
+
+
 class ConversationDetail(ConversationOut):
-    messages: list[MessageOut]
+    current_leaf_id: str | None = Field(description="The last message of the shown path.")
+    messages: list[PathMessageOut] = Field(description="The shown path, root first.")
 
 
 class ConversationPage(BaseModel):
     data: list[ConversationOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class SearchHit(BaseModel):
+    conversation: ConversationOut
+    message_id: str | None = Field(description="The matching message; null when the title matched.")
+    role: str | None
+    snippet: str = Field(description="Plain text around the first match.")
+    highlights: list[tuple[int, int]] = Field(description="[start, end) offsets of matches in `snippet`.")
+    created_at: datetime
+
+
+class SearchResults(BaseModel):
+    data: list[SearchHit]

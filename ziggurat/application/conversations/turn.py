@@ -1,8 +1,8 @@
 """One chat turn in flight: the stored user message, then the assistant reply as it streams.
 
 The reply is persisted when the stream ends, however it ends: complete, failed,
-or cut short because the client left (the partial text is kept as
-`cancelled`). That last write runs in a task the service owns and is awaited
+or cut short because the client left or a stop request cancelled the job (the
+partial text is kept as `cancelled`). That last write runs in a task the service owns and is awaited
 through `asyncio.shield`, so the cancellation that a client disconnect
 delivers cannot interrupt it halfway.
 """
@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from ziggurat.application.conversations.context import ContextReport
 from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
@@ -49,7 +50,9 @@ def outcome_of(text: str, end: GenerationEnd | None) -> ReplyOutcome:
     status = {"stop": "complete", "length": "complete", "cancelled": "cancelled"}.get(
         end.finish_reason, "error"
     )
-    return ReplyOutcome(text, status, end.finish_reason, end.usage)
+    # A job dropped by a stop request ends without the engine's token counts.
+    usage = None if end.finish_reason == "cancelled" else end.usage
+    return ReplyOutcome(text, status, end.finish_reason, usage)
 
 
 class ChatTurn:
@@ -68,9 +71,11 @@ class ChatTurn:
         stream: GenerationStream | None = None,
         finish: FinishReply | None = None,
         stored_reply: MessageOut | None = None,
+        context: ContextReport | None = None,
     ) -> None:
         self.user_message = user_message
         self.reply_id = reply_id
+        self.context = context
         self._stream = stream
         self._finish = finish
         self._stored_reply = stored_reply

@@ -110,8 +110,14 @@ async def current_revision(url: str) -> str | None:
 def application_metadata() -> MetaData:
     """The metadata of every application table (for Alembic's autogenerate and drift checks)."""
     # Imported here, not at module top: the tables belong to the features above the store.
+    import ziggurat.application.audit.models
     import ziggurat.application.auth.models
+    import ziggurat.application.catalog.models
     import ziggurat.application.conversations.models
+    import ziggurat.application.feedback.models
+    import ziggurat.application.presets.models
+    import ziggurat.application.roles.models
+    import ziggurat.application.usage.models
     import ziggurat.application.users.models  # noqa: F401
 
     return Base.metadata

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncGenerator
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from ziggurat.connection.broker.base import Job
 from ziggurat.errors import Overloaded
-from ziggurat.model.engine import GenerationEnd, GenerationEvent
+from ziggurat.model.engine import GenerationEnd, GenerationEvent, Usage
+
+# Token counts are unknown once a job is dropped; the reader keeps whatever text it received.
+_CANCELLED = GenerationEnd(finish_reason="cancelled", usage=Usage(prompt_tokens=0, completion_tokens=0))
 
 
 @dataclass(slots=True)
@@ -60,6 +64,11 @@ class MemoryBroker:
         is_finished = False
         try:
             while True:
+                if state.cancelled.is_set() and state.events.empty():
+                    # Cancelled by `cancel` (perhaps from another request): end like an engine would.
+                    is_finished = True
+                    yield _CANCELLED
+                    return
                 event = await state.events.get()
                 yield event
                 if isinstance(event, GenerationEnd):
@@ -71,9 +80,14 @@ class MemoryBroker:
             self._jobs.pop(job_id, None)
 
     async def cancel(self, job_id: str) -> None:
+        """Drop the job; its event stream ends with a `cancelled` end after the events already sent."""
         state = self._jobs.get(job_id)
-        if state is not None:
+        if state is not None and not state.cancelled.is_set():
             state.cancelled.set()
+            # Wakes a reader waiting for the next event. A full buffer needs no wake-up:
+            # the reader finds the job cancelled once it has drained the buffer.
+            with suppress(asyncio.QueueFull):
+                state.events.put_nowait(_CANCELLED)
 
     async def take(self, model: str) -> Job:
         queue = self._queue(model)

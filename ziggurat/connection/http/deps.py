@@ -6,12 +6,13 @@ collaborator they need through the `Annotated` aliases below.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from ziggurat.application.auth.principal import SCOPE_CHAT, Principal
+from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal
 from ziggurat.application.container import Application
 from ziggurat.config import Settings
 from ziggurat.connection.broker.base import Broker
@@ -38,17 +39,23 @@ class Services:
     workers: list[Worker] = field(default_factory=list)
 
 
-def get_services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_generation(request: Request) -> GenerationService:
-    return get_services(request).generation
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
+# thread pool, which costs a thread hop per dependency per request.
+async def get_services(request: Request) -> Services:
+    return _services(request)
 
 
-def get_metrics(request: Request) -> Metrics:
-    return get_services(request).metrics
+async def get_generation(request: Request) -> GenerationService:
+    return _services(request).generation
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return _services(request).metrics
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -56,8 +63,8 @@ GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_application(request: Request) -> Application:
-    return get_services(request).application
+async def get_application(request: Request) -> Application:
+    return _services(request).application
 
 
 ApplicationDep = Annotated[Application, Depends(get_application)]
@@ -81,10 +88,28 @@ async def get_principal(request: Request, application: ApplicationDep) -> Princi
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_chat_scope(principal: PrincipalDep) -> Principal:
-    if not principal.has_scope(SCOPE_CHAT):
-        raise Forbidden("This credential does not have the `chat` scope.")
-    return principal
+def require_permission(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that admits principals whose role and credential grant `permission` (else 403).
+
+    Route-level RBAC is this and nothing else; model access is `ModelCatalog`'s.
+    """
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if not principal.has_scope(permission):
+            raise Forbidden(f"This credential does not have the `{permission}` permission.")
+        return principal
+
+    return check
 
 
+require_chat_scope = require_permission(SCOPE_CHAT)
 ChatPrincipalDep = Annotated[Principal, Depends(require_chat_scope)]
+AdminPrincipalDep = Annotated[Principal, Depends(require_permission(SCOPE_ADMIN))]
+
+
+async def get_client_ip(request: Request) -> str | None:
+    """The peer address (behind a proxy, run uvicorn with --proxy-headers so this is the client's)."""
+    return request.client.host if request.client else None
+
+
+ClientIpDep = Annotated[str | None, Depends(get_client_ip)]

@@ -3,14 +3,18 @@
 Authenticated by API key (or a JWT access token) as `Authorization: Bearer`.
 Streams use the exact chunk format of the OpenAI API, so the official SDKs and
 tools built on them work unchanged. Once a stream has started, an error is sent
-as a final `data: {"error": ...}` event followed by `[DONE]`.
+as a final `data: {"error": ...}` event followed by `[DONE]`. Models come from
+the application's `ModelCatalog`, so a role sees and uses only its models (one
+it may not use is `404 model_not_found`, like one that does not exist), and
+each finished generation's token usage goes to the `UsageRecorder`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import orjson
@@ -18,7 +22,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ziggurat.connection.broker.base import Priority
-from ziggurat.connection.http.deps import ChatPrincipalDep, GenerationDep
+from ziggurat.connection.http.deps import ApplicationDep, ChatPrincipalDep, GenerationDep
 from ziggurat.connection.http.errors import body_for
 from ziggurat.connection.http.openai_schemas import (
     ChatCompletionRequest,
@@ -28,43 +32,49 @@ from ziggurat.connection.http.openai_schemas import (
 )
 from ziggurat.connection.http.sse import DONE, encode_event, sse_response
 from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, TextDelta
+from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
 from ziggurat.service.generation import GenerationStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models")
-async def list_models(principal: ChatPrincipalDep, generation: GenerationDep) -> dict[str, Any]:
+async def list_models(principal: ChatPrincipalDep, application: ApplicationDep) -> dict[str, Any]:
     models = [
         {
-            "id": model.name,
+            "id": model.info.name,
             "object": "model",
             "created": 0,
-            "owned_by": model.owned_by,
-            "engine": model.engine,
-            "is_demo": model.is_demo,
+            "owned_by": model.info.owned_by,
+            "engine": model.info.engine,
+            "is_demo": model.info.is_demo,
             "description": model.description,
             "context_length": model.context_length,
         }
-        for model in generation.list_models()
+        for model in await application.catalog.list_models(principal)
     ]
     return {"object": "list", "data": models}
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, principal: ChatPrincipalDep, generation: GenerationDep
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: ChatPrincipalDep,
+    generation: GenerationDep,
+    application: ApplicationDep,
 ) -> Response:
-    model = generation.resolve_model(body.model)
+    model = await application.catalog.resolve(principal, body.model)
+    record_usage = partial(application.usage.record, principal, model.name)
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     job = to_generation_request(body, request_id=completion_id, model=model.name)
     stream = await generation.submit(job, priority=Priority.API)
     encoder = ChunkEncoder(completion_id=completion_id, model=model.name)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(stream_chunks(stream, encoder, include_usage=include_usage))
+        return sse_response(stream_chunks(stream, encoder, include_usage=include_usage, on_end=record_usage))
     text, end = await stream.collect()
+    record_usage(end.usage)
     if end.finish_reason == "error":
         raise UpstreamFailed(end.error or "The model failed while generating this answer.")
     return json_response(
@@ -79,7 +89,11 @@ def json_response(payload: dict[str, Any]) -> Response:
 
 
 async def stream_chunks(
-    stream: GenerationStream, encoder: ChunkEncoder, *, include_usage: bool
+    stream: GenerationStream,
+    encoder: ChunkEncoder,
+    *,
+    include_usage: bool,
+    on_end: Callable[[Usage], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """OpenAI chunk frames for one job. Leaving early (client gone) cancels the job."""
     yield encoder.role()
@@ -88,6 +102,8 @@ async def stream_chunks(
             if isinstance(event, TextDelta):
                 yield encoder.delta(event.text)
             elif isinstance(event, GenerationEnd):
+                if on_end is not None:
+                    on_end(event.usage)
                 if event.finish_reason == "error":
                     failure = UpstreamFailed(event.error or "The model failed while generating this answer.")
                     yield encode_event(body_for(failure))

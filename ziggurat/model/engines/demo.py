@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from ziggurat.model.engine import (
+    ChatMessage,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
@@ -104,10 +105,14 @@ class DemoEngine:
     async def aclose(self) -> None:
         return None
 
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The same count the demo engine reports as prompt usage."""
+        return count_tokens("\n".join(message.content for message in messages)) + 3 * len(messages)
+
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         prompt_text = "\n".join(message.content for message in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), prompt_text)
-        usage_prompt = count_tokens(prompt_text) + 3 * len(request.messages)
+        usage_prompt = await self.count_tokens(request.messages)
         max_tokens = request.params.max_tokens or self._default_max_tokens
         tokens = _TOKEN_PATTERN.findall(compose_reply(last_user, seed=request.params.seed))
         self.started_count += 1

@@ -28,6 +28,7 @@ from yarl import URL
 
 from ziggurat.errors import ConfigurationError, InvalidRequest, UpstreamFailed, ZigguratError
 from ziggurat.model.engine import (
+    ChatMessage,
     FinishReason,
     GenerationEnd,
     GenerationEvent,
@@ -35,10 +36,11 @@ from ziggurat.model.engine import (
     ModelInfo,
     TextDelta,
     Usage,
+    estimate_tokens,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ class OpenAIEngine:
             log.warning("openai_engine_not_ready", extra=context)
         self._is_ready = problem is None
         return self._is_ready
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """An estimate: the remote server's tokenizer is not here, and asking it would cost a request."""
+        return estimate_tokens(messages)
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         session = self._session

@@ -215,17 +215,27 @@ class TransformersEngine:
                 decode_loop.cancel(sequence)
                 self.cancelled_count += 1
 
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
+        """The prompt's length in this model's tokens, chat template included; None before loading."""
+        loaded = self._loaded
+        if loaded is None:
+            return None
+        return len(await asyncio.to_thread(self._render, loaded, messages))
+
     def _running(self) -> tuple[LoadedModel, DecodeLoop]:
         if self._loaded is None or self._decode_loop is None or not self.is_ready:
             raise UpstreamFailed("The transformers engine is not running.")
         return self._loaded, self._decode_loop
 
-    def _encode(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+    def _render(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
         try:
             with self._tokenizer_lock:
-                prompt_ids = encode_chat(loaded.tokenizer, messages)
+                return encode_chat(loaded.tokenizer, messages)
         except TemplateError as exc:
             raise InvalidRequest(f"The model's chat template rejected the messages: {exc}") from exc
+
+    def _encode(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+        prompt_ids = self._render(loaded, messages)
         if len(prompt_ids) >= loaded.context_length:
             raise InvalidRequest(
                 f"The prompt is {len(prompt_ids)} tokens long, but the model's context holds "

@@ -1,0 +1,47 @@
+"""Conversation tests run without automatic titles (their background jobs would interleave with the
+engine requests the tests inspect); `test_titles.py` turns them on where it needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import aclosing
+
+import pytest
+
+from tests.application.conftest import register
+from ziggurat.application.auth.principal import Principal
+from ziggurat.application.container import Application
+from ziggurat.application.conversations.turn import ChatTurn, TurnEnd
+from ziggurat.config import ConversationSettings, Settings
+from ziggurat.model.engine import ChatMessage, TextDelta
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"conversations": ConversationSettings(auto_title=False)})
+
+
+@pytest.fixture
+async def alice(application: Application) -> Principal:
+    return await register(application, "alice@example.com")
+
+
+@pytest.fixture
+async def bob(application: Application, alice: Principal) -> Principal:
+    return await register(application, "bob@example.com")
+
+
+async def consume(turn: ChatTurn) -> tuple[str, TurnEnd]:
+    """Read a turn to its end: the streamed text and the stored reply."""
+    text: list[str] = []
+    async with aclosing(turn.events()) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+            else:
+                return "".join(text), event
+    raise AssertionError("the turn ended without a TurnEnd")
+
+
+def words(messages: Sequence[ChatMessage]) -> list[tuple[str, str]]:
+    return [(message.role, message.content) for message in messages]

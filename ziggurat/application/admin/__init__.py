@@ -1,0 +1,1 @@
+"""Administration of accounts: list and search users, change their role or standing, export, delete."""

@@ -1,0 +1,1 @@
+"""The model catalog: which served models a principal may see and use, with registry metadata."""

@@ -1,0 +1,1 @@
+"""Feedback on answers (thumbs, ratings, comments, corrections), its review, and fine-tuning export."""
