@@ -75,6 +75,17 @@ async def world(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPat
             "/api/admin/invitations", json={"email": "carol@example.com"}, headers=admin.headers
         )
         entry = await client.post("/api/admin/models", json={"name": "ziggurat-demo"}, headers=admin.headers)
+        preset = await client.post(
+            "/api/presets", json={"name": "p", "system_prompt": SECRET_TEXT}, headers=alice.headers
+        )
+        assert preset.status_code == 201, preset.text
+        answer_id = detail["messages"][-1]["id"]
+        feedback = await client.post(
+            f"/api/messages/{answer_id}/feedback",
+            json={"thumb": "down", "comment": SECRET_TEXT},
+            headers=alice.headers,
+        )
+        assert feedback.status_code in (200, 201), feedback.text
         ids = {
             "conversation_id": conversation_id,
             "message_id": detail["messages"][0]["id"],
@@ -83,6 +94,7 @@ async def world(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPat
             "name": "user",
             "invitation_id": invitation.json()["id"],
             "entry_id": entry.json()["id"],
+            "preset_id": preset.json()["id"],
         }
         yield World(app=app, client=client, ids=ids)
 
