@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.connection.http.inprocess import app_client, app_settings, cheap_passwords
 from tests.server import RunningServer, running_server
+from ziggurat.app import build_app
 from ziggurat.config import EngineSettings, Settings
 
 TEST_SECRET_KEY = "s" * 48
@@ -52,6 +54,17 @@ def register(base_url: str, email: str) -> Account:
         assert created.status_code == 201, created.text
         key = created.json()
         return Account(email=email, access_token=access, api_key=key["key"], api_key_id=key["id"])
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app (demo engine, no background titles) on both databases, as an httpx client."""
+    cheap_passwords(monkeypatch)
+    settings = app_settings(tmp_path, database_url, conversations={"auto_title": False})
+    async with app_client(build_app(settings)) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,26 +12,12 @@ import pytest
 from tests.connection.http.conftest import register
 from tests.connection.http.inprocess import (
     Session,
-    app_client,
-    app_settings,
     assert_error,
-    cheap_passwords,
     sign_up,
 )
 from tests.server import RunningServer
-from ziggurat.app import build_app
 
 Event = tuple[str, Any]
-
-
-@pytest.fixture
-async def client(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    cheap_passwords(monkeypatch)
-    settings = app_settings(tmp_path, database_url, conversations={"auto_title": False})
-    async with app_client(build_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import orjson
 import pytest
@@ -12,23 +9,9 @@ import pytest
 from tests.application.feedback.conftest import check_chat
 from tests.connection.http.inprocess import (
     Session,
-    app_client,
-    app_settings,
     assert_error,
-    cheap_passwords,
     sign_up,
 )
-from ziggurat.app import build_app
-
-
-@pytest.fixture
-async def client(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    cheap_passwords(monkeypatch)
-    settings = app_settings(tmp_path, database_url, conversations={"auto_title": False})
-    async with app_client(build_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture
