@@ -7,15 +7,19 @@ order. The ASGI entry point is `uvicorn ziggurat.app:create_app --factory`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from ziggurat import __version__
-from ziggurat.application.container import open_application
+from ziggurat.application.auth.principal import SYSTEM
+from ziggurat.application.container import Application, open_application
 from ziggurat.config import BrokerSettings, EngineSettings, Settings
 from ziggurat.connection.broker.base import Broker
 from ziggurat.connection.http import admin, auth, conversations, feedback, health, openai, presets
@@ -133,6 +137,17 @@ async def _start_and_run_worker(engine: Engine, worker: Worker, on_fatal: FatalH
     await worker.run()
 
 
+async def _purge_periodically(application: Application, settings: Settings) -> None:
+    """Remove soft-deleted conversations past their retention, on a timer, for the server's lifetime."""
+    retention = timedelta(days=settings.conversations.deleted_retention_days)
+    while True:
+        await asyncio.sleep(settings.conversations.purge_interval_s)
+        try:
+            await application.conversations.purge_deleted(SYSTEM, older_than=retention)
+        except SQLAlchemyError as exc:  # a database hiccup must not end the timer
+            log.warning("purge_failed", error_type=type(exc).__name__)
+
+
 def _log_only(message: str) -> None:
     """Default fatal handler: stay up (not ready) so the operator can read /readyz and the logs."""
 
@@ -171,6 +186,8 @@ async def open_services(
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.aclose)
         supervisor.spawn(_start_and_run_worker(engine, worker, on_fatal), name=f"worker-{engine.info.name}")
+        if settings.conversations.purge_interval_s > 0:
+            supervisor.spawn(_purge_periodically(application, settings), name="purge-deleted")
         yield Services(
             settings=settings,
             metrics=metrics,

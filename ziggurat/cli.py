@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from pydantic import ValidationError
 
 from ziggurat import __version__
-from ziggurat.application.auth.principal import SCOPE_ADMIN, Principal, UserId
+from ziggurat.application.auth.principal import SYSTEM
 from ziggurat.config import Settings
 from ziggurat.errors import ConfigurationError
 from ziggurat.telemetry import configure_logging
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ziggurat.application.store.database import Database
 
 # Who the data commands act as: whoever can run them already has the database.
-OPERATOR = Principal(user_id=UserId("operator"), role="admin", scopes=frozenset({SCOPE_ADMIN}))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -159,7 +158,7 @@ async def export_feedback(settings: Settings, args: argparse.Namespace) -> None:
     )
     written = 0
     async with _database(settings) as database:
-        lines = FeedbackService(database=database).export(OPERATOR, args.format, filters)
+        lines = FeedbackService(database=database).export(SYSTEM, args.format, filters)
         with _output(args.output) as output:
             async for line in lines:
                 output.write(line)
@@ -182,7 +181,7 @@ async def purge_deleted(settings: Settings, older_than_days: int | None) -> None
 
     days = older_than_days if older_than_days is not None else settings.conversations.deleted_retention_days
     async with _database(settings) as database:
-        purged = await purge_deleted(database, OPERATOR, older_than=timedelta(days=days))
+        purged = await purge_deleted(database, SYSTEM, older_than=timedelta(days=days))
     print(f"ziggurat: purged {purged} conversations deleted more than {days} days ago", file=sys.stderr)
 
 

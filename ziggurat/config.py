@@ -113,6 +113,9 @@ class ConversationSettings(BaseModel):
     deleted_retention_days: PositiveInt = Field(
         default=30, description="`ziggurat purge-deleted` removes conversations deleted longer ago than this."
     )
+    purge_interval_s: float = Field(
+        default=3600, ge=0, description="How often the server purges on its own; 0 leaves it to the command."
+    )
 
 
 class HttpSettings(BaseModel):

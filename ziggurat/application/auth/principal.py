@@ -54,3 +54,7 @@ class Principal:
     def is_interactive(self) -> bool:
         """Signed in (a JWT from a password or OIDC sign-in), not a program holding an API key."""
         return self.api_key_id is None
+
+
+SYSTEM = Principal(user_id=UserId("system"), role="admin", scopes=frozenset({SCOPE_ADMIN}))
+"""The platform itself, for maintenance it runs on its own (purges, `ziggurat` admin commands)."""
