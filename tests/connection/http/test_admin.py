@@ -228,3 +228,18 @@ async def test_export_then_delete_all_data_of_a_user(admin: Admin) -> None:
     assert_error(await admin.client.get("/api/auth/me", headers=user.headers), 401)
     deleted = (await admin.get("/api/admin/audit", action="user.deleted")).json()["data"]
     assert [event["user_id"] for event in deleted] == [user.user_id]
+
+
+async def test_numbers_beyond_what_the_database_holds_are_a_400_not_a_500(admin: Admin) -> None:
+    # Found by fuzzing the OpenAPI schema: 2**40 overflowed the integer column.
+    role = await admin.send("POST", "/api/admin/roles", {"name": "huge", "daily_tokens": 2**40})
+    assert role.status_code == 400, role.text
+    assert role.json()["error"]["param"] == "daily_tokens"
+    entry = await admin.send("POST", "/api/admin/models", {"name": "ziggurat-demo", "context_length": 2**40})
+    assert entry.status_code == 400, entry.text
+    seed = await admin.client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": 2**70},
+        headers=admin.admin.headers,
+    )
+    assert seed.status_code == 400, seed.text

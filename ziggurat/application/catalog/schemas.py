@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from ziggurat.application.catalog.models import MODEL_NAME_MAX_LENGTH
+from ziggurat.application.store.orm import DATABASE_INT_MAX
 
 
 class _Request(BaseModel):
@@ -18,7 +19,7 @@ class ModelEntryCreate(_Request):
     engine: str | None = Field(default=None, max_length=64)
     adapter: str | None = Field(default=None, max_length=200)
     description: str = Field(default="", max_length=500)
-    context_length: int | None = Field(default=None, ge=1)
+    context_length: int | None = Field(default=None, ge=1, le=DATABASE_INT_MAX)
     default_parameters: dict[str, float | int | str | bool | None] = Field(
         default_factory=dict, max_length=32
     )
@@ -32,7 +33,7 @@ class ModelEntryUpdate(_Request):
     engine: str | None = Field(default=None, max_length=64)
     adapter: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=500)
-    context_length: int | None = Field(default=None, ge=1)
+    context_length: int | None = Field(default=None, ge=1, le=DATABASE_INT_MAX)
     default_parameters: dict[str, float | int | str | bool | None] | None = Field(default=None, max_length=32)
     allowed_roles: list[str] | None = Field(default=None, max_length=100)
     enabled: bool | None = None

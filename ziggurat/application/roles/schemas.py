@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ziggurat.application.store.orm import DATABASE_INT_MAX
 from ziggurat.application.users.models import ROLE_NAME_MAX_LENGTH
 
 Permission = Literal["chat", "admin"]
@@ -25,16 +26,16 @@ class RoleCreate(_Request):
     allowed_models: list[str] = Field(
         default=["*"], max_length=1000, description="Model names this role may use; `*` for every model."
     )
-    daily_tokens: int | None = Field(default=None, ge=0)
-    requests_per_minute: int | None = Field(default=None, ge=0)
+    daily_tokens: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
 
 
 class RoleUpdate(_Request):
     description: str | None = Field(default=None, max_length=500)
     permissions: list[Permission] | None = Field(default=None, max_length=8)
     allowed_models: list[str] | None = Field(default=None, max_length=1000)
-    daily_tokens: int | None = Field(default=None, ge=0)
-    requests_per_minute: int | None = Field(default=None, ge=0)
+    daily_tokens: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
 
 
 class RoleOut(BaseModel):

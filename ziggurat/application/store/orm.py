@@ -36,6 +36,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+DATABASE_INT_MAX = 2**31 - 1
+"""The largest value an `Integer` column holds on every supported database (PostgreSQL's int4)."""
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp that is always aware UTC in Python.
 
