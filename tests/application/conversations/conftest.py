@@ -11,7 +11,10 @@ import pytest
 from tests.application.conftest import register
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
+from ziggurat.application.conversations.models import Message
+from ziggurat.application.conversations.schemas import MessageCreate
 from ziggurat.application.conversations.turn import ChatTurn, TurnEnd
+from ziggurat.application.store.database import Database
 from ziggurat.config import ConversationSettings, Settings
 from ziggurat.model.engine import ChatMessage, TextDelta
 
@@ -41,6 +44,20 @@ async def consume(turn: ChatTurn) -> tuple[str, TurnEnd]:
             else:
                 return "".join(text), event
     raise AssertionError("the turn ended without a TurnEnd")
+
+
+async def say(application: Application, principal: Principal, conversation_id: str, content: str) -> ChatTurn:
+    """Post a user message and read its reply to the end."""
+    turn = await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))
+    await consume(turn)
+    return turn
+
+
+async def stored_message(database: Database, message_id: str) -> Message:
+    async with database.session() as session:
+        row = await session.get(Message, message_id)
+    assert row is not None
+    return row
 
 
 def words(messages: Sequence[ChatMessage]) -> list[tuple[str, str]]:

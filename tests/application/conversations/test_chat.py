@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.application.conftest import MODEL, ScriptedEngine
-from tests.application.conversations.conftest import consume, words
+from tests.application.conversations.conftest import consume, say, stored_message, words
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Message
@@ -26,21 +26,6 @@ async def _count_messages(database: Database, conversation_id: str) -> int:
     async with database.session() as session:
         query = select(func.count()).select_from(Message).where(Message.conversation_id == conversation_id)
         return await session.scalar(query) or 0
-
-
-async def _stored(database: Database, message_id: str) -> Message:
-    async with database.session() as session:
-        row = await session.get(Message, message_id)
-    assert row is not None
-    return row
-
-
-async def _say(
-    application: Application, principal: Principal, conversation_id: str, content: str
-) -> ChatTurn:
-    turn = await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))
-    await consume(turn)
-    return turn
 
 
 async def test_a_turn_streams_the_reply_and_stores_both_messages(
@@ -74,8 +59,8 @@ async def test_the_model_sees_earlier_turns(
     application: Application, alice: Principal, engine: ScriptedEngine
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate(title="Kept"))
-    await _say(application, alice, conversation.id, "one")
-    await _say(application, alice, conversation.id, "two")
+    await say(application, alice, conversation.id, "one")
+    await say(application, alice, conversation.id, "two")
 
     assert words(engine.requests[1].messages) == [
         ("user", "one"),
@@ -103,7 +88,7 @@ async def test_the_user_message_is_committed_before_the_first_token(
             await observer.aclose()
 
     engine.before_first_token = look_from_another_connection
-    await _say(application, alice, conversation.id, "x")
+    await say(application, alice, conversation.id, "x")
     assert sorted(seen) == [("assistant", "streaming"), ("user", "complete")]
 
 
@@ -122,7 +107,7 @@ async def test_leaving_early_stores_the_partial_reply_as_cancelled(
             if len(received) == 3:
                 break
 
-    reply = await _stored(database, turn.reply_id)
+    reply = await stored_message(database, turn.reply_id)
     assert (reply.status, reply.finish_reason, reply.content) == ("cancelled", "cancelled", "".join(received))
 
 
@@ -147,7 +132,7 @@ async def test_a_cancelled_task_still_stores_the_partial_reply(
         await reader
     await application.chat.aclose()
 
-    reply = await _stored(database, turn.reply_id)
+    reply = await stored_message(database, turn.reply_id)
     assert reply.status == "cancelled" and reply.content.startswith("w0")
 
 
@@ -159,7 +144,7 @@ async def test_an_engine_failure_is_stored_and_raised(
     turn = await application.chat.post_message(alice, conversation.id, MessageCreate(content="x"))
     with pytest.raises(UpstreamFailed, match="GPU caught fire"):
         await consume(turn)
-    reply = await _stored(database, turn.reply_id)
+    reply = await stored_message(database, turn.reply_id)
     assert reply.status == "error" and reply.content
 
 
@@ -230,8 +215,8 @@ async def test_editing_a_message_makes_a_sibling_branch_and_the_model_sees_only_
     application: Application, alice: Principal, engine: ScriptedEngine
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    first = await _say(application, alice, conversation.id, "one")
-    second = await _say(application, alice, conversation.id, "two")
+    first = await say(application, alice, conversation.id, "one")
+    second = await say(application, alice, conversation.id, "two")
 
     edited = await application.chat.edit_message(
         alice, conversation.id, second.user_message.id, MessageCreate(content="two, better")
@@ -256,7 +241,7 @@ async def test_regenerating_adds_a_sibling_reply_and_branches_can_be_switched(
     application: Application, alice: Principal, engine: ScriptedEngine
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    first = await _say(application, alice, conversation.id, "question")
+    first = await say(application, alice, conversation.id, "question")
     engine.reply = "A better answer"
     again = await application.chat.regenerate(alice, conversation.id, first.reply_id, GenerationOverrides())
     await consume(again)
@@ -270,7 +255,7 @@ async def test_regenerating_adds_a_sibling_reply_and_branches_can_be_switched(
     switched = await application.conversations.select_branch(alice, conversation.id, first.reply_id)
     assert switched.current_leaf_id == first.reply_id
     assert switched.messages[1].sibling_index == 0
-    await _say(application, alice, conversation.id, "follow-up")
+    await say(application, alice, conversation.id, "follow-up")
     assert words(engine.requests[-1].messages)[1] == ("assistant", "Hello there, how can I help?")
 
 
@@ -278,7 +263,7 @@ async def test_edit_and_regenerate_refuse_the_wrong_kind_of_message(
     application: Application, alice: Principal
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await _say(application, alice, conversation.id, "hi")
+    turn = await say(application, alice, conversation.id, "hi")
     with pytest.raises(InvalidRequest):
         await application.chat.edit_message(alice, conversation.id, turn.reply_id, MessageCreate(content="x"))
     with pytest.raises(InvalidRequest):
@@ -291,7 +276,7 @@ async def test_idempotency_keys_protect_edits_and_regenerations(
     application: Application, alice: Principal, engine: ScriptedEngine, database: Database
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await _say(application, alice, conversation.id, "hi")
+    turn = await say(application, alice, conversation.id, "hi")
     regenerate = GenerationOverrides()
     first = await application.chat.regenerate(alice, conversation.id, turn.reply_id, regenerate, "r1")
     await consume(first)
@@ -316,7 +301,7 @@ async def test_parameters_come_from_the_message_then_the_conversation_then_its_p
         alice, PresetCreate(name="Terse", system_prompt="Be terse.", temperature=0.2, max_tokens=64)
     )
     conversation = await application.conversations.create(alice, ConversationCreate(preset_id=preset.id))
-    await _say(application, alice, conversation.id, "a")
+    await say(application, alice, conversation.id, "a")
     sent = engine.requests[-1]
     assert sent.messages[0].content == "Be terse."
     assert (sent.params.temperature, sent.params.max_tokens) == (0.2, 64)
@@ -343,7 +328,7 @@ async def test_users_cannot_post_to_or_branch_each_others_conversations(
     application: Application, alice: Principal, bob: Principal, database: Database
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate(title="secret"))
-    turn = await _say(application, alice, conversation.id, "mine")
+    turn = await say(application, alice, conversation.id, "mine")
     with pytest.raises(NotFound):
         await application.chat.post_message(bob, conversation.id, MessageCreate(content="hi"))
     with pytest.raises(NotFound):
@@ -361,7 +346,7 @@ async def test_finished_chat_replies_are_recorded_as_usage(
     application: Application, alice: Principal, database: Database
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    await _say(application, alice, conversation.id, "count me")
+    await say(application, alice, conversation.id, "count me")
     await application.usage.flush()
     async with database.session() as session:
         rows = list(await session.scalars(select(UsageEvent)))

@@ -8,31 +8,15 @@ from contextlib import aclosing
 import pytest
 
 from tests.application.conftest import ScriptedEngine
-from tests.application.conversations.conftest import consume
+from tests.application.conversations.conftest import say, stored_message
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.running import RunningReplies
 from ziggurat.application.conversations.schemas import ConversationCreate, MessageCreate
-from ziggurat.application.conversations.turn import ChatTurn
 from ziggurat.application.store.database import Database
 from ziggurat.errors import Conflict, InvalidRequest, NotFound
 from ziggurat.model.engine import TextDelta
-
-
-async def _stored(database: Database, message_id: str) -> Message:
-    async with database.session() as session:
-        row = await session.get(Message, message_id)
-    assert row is not None
-    return row
-
-
-async def _say(
-    application: Application, principal: Principal, conversation_id: str, content: str
-) -> ChatTurn:
-    turn = await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))
-    await consume(turn)
-    return turn
 
 
 async def test_stop_from_another_caller_keeps_the_partial_reply_as_cancelled(
@@ -63,7 +47,7 @@ async def test_stop_from_another_caller_keeps_the_partial_reply_as_cancelled(
     assert await asyncio.wait_for(reader, timeout=5) == "cancelled"
     assert stopped.status == "cancelled" and stopped.finish_reason == "cancelled"
     assert stopped.content == "".join(received) and stopped.content.startswith("w0")
-    assert (await _stored(database, turn.reply_id)).status == "cancelled"
+    assert (await stored_message(database, turn.reply_id)).status == "cancelled"
     again = await application.chat.stop(alice, conversation.id, turn.reply_id)
     assert again == stopped
 
@@ -72,7 +56,7 @@ async def test_stop_checks_ownership_and_cleans_up_orphans(
     application: Application, alice: Principal, bob: Principal, database: Database
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate())
-    turn = await _say(application, alice, conversation.id, "hi")
+    turn = await say(application, alice, conversation.id, "hi")
     with pytest.raises(NotFound):
         await application.chat.stop(bob, conversation.id, turn.reply_id)
     with pytest.raises(InvalidRequest):

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.application.conftest import register
-from tests.application.conversations.conftest import consume
+from tests.application.conversations.conftest import say
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Conversation, Message
@@ -17,12 +17,6 @@ from ziggurat.application.conversations.search import make_snippet
 from ziggurat.application.presets.schemas import PresetCreate
 from ziggurat.application.store.database import Database
 from ziggurat.errors import Forbidden, InvalidRequest, NotFound
-
-
-async def _say(application: Application, principal: Principal, conversation_id: str, content: str) -> None:
-    await consume(
-        await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))
-    )
 
 
 async def _ids(application: Application, principal: Principal, **options: object) -> list[str]:
@@ -45,7 +39,7 @@ async def test_users_cannot_see_change_or_delete_each_others_conversations(
     application: Application, alice: Principal, bob: Principal
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate(title="secret"))
-    await _say(application, alice, conversation.id, "private words")
+    await say(application, alice, conversation.id, "private words")
 
     with pytest.raises(NotFound):
         await application.conversations.get(bob, conversation.id)
@@ -65,7 +59,7 @@ async def test_listing_pages_pinned_first_then_newest_first(
     created = [
         await application.conversations.create(alice, ConversationCreate(title=f"c{i}")) for i in range(5)
     ]
-    await _say(application, alice, created[0].id, "bump")
+    await say(application, alice, created[0].id, "bump")
     for index in (1, 3):
         await application.conversations.update(alice, created[index].id, ConversationUpdate(pinned=True))
 
@@ -98,7 +92,7 @@ async def test_renaming_and_settings_are_kept_and_a_user_title_is_never_replaced
 ) -> None:
     preset = await application.presets.create(alice, PresetCreate(name="p"))
     conversation = await application.conversations.create(alice, ConversationCreate())
-    await _say(application, alice, conversation.id, "first message")
+    await say(application, alice, conversation.id, "first message")
     assert (await application.conversations.get(alice, conversation.id)).title == "first message"
 
     changed = await application.conversations.update(
@@ -133,7 +127,7 @@ async def test_deleted_conversations_are_hidden_everywhere(
     application: Application, alice: Principal
 ) -> None:
     conversation = await application.conversations.create(alice, ConversationCreate(title="gone soon"))
-    await _say(application, alice, conversation.id, "remember this")
+    await say(application, alice, conversation.id, "remember this")
     await application.conversations.delete(alice, conversation.id)
 
     with pytest.raises(NotFound):
@@ -154,7 +148,7 @@ async def test_purge_removes_long_deleted_conversations_with_their_messages(
     recent = await application.conversations.create(alice, ConversationCreate())
     live = await application.conversations.create(alice, ConversationCreate())
     for conversation in (old, recent, live):
-        await _say(application, alice, conversation.id, "hi")
+        await say(application, alice, conversation.id, "hi")
     await application.conversations.delete(alice, old.id)
     await application.conversations.delete(alice, recent.id)
     async with database.session() as session:
@@ -180,9 +174,9 @@ async def test_search_finds_titles_and_message_text_with_snippets(
     application: Application, alice: Principal
 ) -> None:
     trip = await application.conversations.create(alice, ConversationCreate(title="Trip to Kyoto"))
-    await _say(application, alice, trip.id, "Which temples should I visit in spring?")
+    await say(application, alice, trip.id, "Which temples should I visit in spring?")
     other = await application.conversations.create(alice, ConversationCreate(title="Cooking"))
-    await _say(application, alice, other.id, "How long do I boil an egg?")
+    await say(application, alice, other.id, "How long do I boil an egg?")
 
     by_title = await application.conversations.search(alice, "kyoto")
     assert [(hit.conversation.id, hit.message_id) for hit in by_title.data] == [(trip.id, None)]
