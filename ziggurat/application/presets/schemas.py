@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ziggurat.application.conversations.schemas import MAX_REPLY_TOKENS, MAX_SYSTEM_PROMPT_CHARS
-from ziggurat.application.presets.models import PRESET_NAME_MAX_LENGTH, Preset
+from ziggurat.application.presets.models import PRESET_NAME_MAX_LENGTH
 
 
 class _Request(BaseModel):
@@ -36,6 +36,8 @@ class PresetCreate(PresetUpdate):
 
 
 class PresetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     system_prompt: str | None
@@ -45,18 +47,6 @@ class PresetOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def from_row(cls, row: Preset) -> PresetOut:
-        return cls(
-            id=row.id,
-            name=row.name,
-            system_prompt=row.system_prompt,
-            model=row.model,
-            temperature=row.temperature,
-            max_tokens=row.max_tokens,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
 
 
 class PresetList(BaseModel):

@@ -49,16 +49,16 @@ class PresetService:
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict(_DUPLICATE, param="name") from exc
-        return PresetOut.from_row(preset)
+        return PresetOut.model_validate(preset)
 
     async def list_presets(self, principal: Principal) -> PresetList:
         async with self._database.session() as session:
             rows = await PresetRepository(session).list_for(principal.user_id)
-        return PresetList(data=[PresetOut.from_row(row) for row in rows])
+        return PresetList(data=[PresetOut.model_validate(row) for row in rows])
 
     async def get(self, principal: Principal, preset_id: str) -> PresetOut:
         async with self._database.session() as session:
-            return PresetOut.from_row(await _owned(PresetRepository(session), principal, preset_id))
+            return PresetOut.model_validate(await _owned(PresetRepository(session), principal, preset_id))
 
     async def update(self, principal: Principal, preset_id: str, request: PresetUpdate) -> PresetOut:
         changes = request.model_dump(exclude_unset=True)
@@ -75,7 +75,7 @@ class PresetService:
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict(_DUPLICATE, param="name") from exc
-        return PresetOut.from_row(preset)
+        return PresetOut.model_validate(preset)
 
     async def delete(self, principal: Principal, preset_id: str) -> None:
         async with self._database.session() as session:
