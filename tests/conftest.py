@@ -85,3 +85,58 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database_url")
     asyncio.run(_empty_database(make_url(url)))
     return url
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def require_service(name: str, url: str, error: BaseException) -> None:
+    """Fail under `CI=true`, skip with the reason elsewhere: a missing service must never pass silently."""
+    reason = f"{name} is unreachable at {url}: {error!r}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+async def _redis_answers(url: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.from_url(url, socket_connect_timeout=3)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def _rabbitmq_answers(url: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url, timeout=5)
+    await connection.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    url = os.environ.get("ZIGGURAT_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        asyncio.run(_redis_answers(url))
+    except Exception as exc:
+        require_service("Redis", url, exc)
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server_url() -> str:
+    url = os.environ.get("ZIGGURAT_TEST_AMQP_URL", DEFAULT_AMQP_URL)
+    try:
+        asyncio.run(_rabbitmq_answers(url))
+    except Exception as exc:
+        require_service("RabbitMQ", url, exc)
+    return url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key / RabbitMQ queue prefix of this test's own, so tests never see each other's data."""
+    return f"zigtest-{secrets.token_hex(4)}"

@@ -54,9 +54,27 @@ class EngineSettings(BaseModel):
 
 
 class BrokerSettings(BaseModel):
-    backend: Literal["memory"] = "memory"
-    max_queue_depth: PositiveInt = 1024
-    stream_buffer_events: PositiveInt = 1024
+    """Jobs out (in-process or RabbitMQ) and token streams back (in-process or Redis Streams)."""
+
+    max_queue_depth: PositiveInt = Field(default=1024, description="Jobs waiting per model before 503.")
+    job_ttl_s: PositiveFloat = Field(default=120.0, description="A job still queued after this is dropped.")
+    max_deliveries: PositiveInt = Field(
+        default=3, description="Workers that may fail one job before it is dead-lettered."
+    )
+    stream_max_entries: PositiveInt = Field(default=10_000, description="Entries kept per job stream.")
+    stream_ttl_s: PositiveFloat = Field(default=600.0, description="How long a job's stream is kept for replay.")
+    stream_flush_interval_s: float = Field(
+        default=0.05, ge=0, le=1, description="Workers coalesce a job's tokens over this window (0: every token)."
+    )
+    first_event_timeout_s: PositiveFloat = Field(
+        default=130.0, description="A reader gives up when a job shows no sign of starting within this."
+    )
+    stream_idle_timeout_s: PositiveFloat = Field(
+        default=60.0, description="A reader gives up when a started job goes quiet for this long."
+    )
+    queue_prefix: str = Field(default="ziggurat", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_prefix: str = Field(default="zig", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    heartbeat_s: PositiveInt = Field(default=10, description="AMQP heartbeat: how soon a dead worker is noticed.")
 
 
 class AuthSettings(BaseModel):
@@ -145,6 +163,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Default: SQLite file in data_dir.")
     secret_key: SecretStr | None = Field(
         default=None, description="JWT signing key. Default: generated once and kept in data_dir."
+    )
+    broker_url: SecretStr | None = Field(
+        default=None, description="amqp://… for RabbitMQ jobs. Default: the in-process queue."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://… for token streams, caches and limits. Default: in-process."
     )
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()

@@ -46,6 +46,9 @@ class GenerationRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    continuation: str = ""
+    """The start of the answer, already sent to the client by a worker that died: the engine
+    generates what follows it (and only that), so the client sees one seamless answer."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,19 +1,23 @@
-"""The `Broker` interface: jobs go to workers by priority, events come back per job.
+"""The `JobQueue` interface: jobs go to workers by priority; a worker takes one only with a free slot.
 
-The gateway side submits a job and reads its event stream; the worker side takes
-the next job for a model (only when its engine has a free slot: the queue is the
-load balancer), publishes events, and watches for cancellation. Production
-brokers (RabbitMQ jobs, Redis Streams back) implement the same contract.
+Jobs travel one way, gateway → worker. Events come back through a separate
+transport (`ziggurat.connection.streams`), because a job queue with publisher
+confirms is the right tool for dispatching work and the wrong one for tens of
+thousands of small token messages a second.
+
+A `Delivery` is a job handed to one worker. The worker acks it once the job's
+final event is written; a worker that dies before acking has the job
+redelivered to another worker (RabbitMQ does this when the channel closes),
+which resumes from what the event stream already holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from ziggurat.model.engine import GenerationEvent, GenerationRequest
+from ziggurat.model.engine import GenerationRequest
 
 
 class Priority(IntEnum):
@@ -30,35 +34,57 @@ class Job:
     request: GenerationRequest
     priority: Priority = Priority.API
     submitted_at: float = 0.0
+    """`time.monotonic()` on the submitting gateway (for its own latency metrics only)."""
 
 
-class Broker(Protocol):
-    """Moves jobs to workers and their events back. Safe across tasks."""
+class Delivery(Protocol):
+    """One job handed to one worker."""
+
+    @property
+    def job(self) -> Job: ...
+
+    async def ack(self) -> None:
+        """The job is done (its final event is written). Idempotent; errors after a lost connection are swallowed."""
+        ...
+
+    async def release(self) -> None:
+        """Give the job back to the queue for another worker (this worker is shutting down)."""
+        ...
+
+    async def dead_letter(self) -> None:
+        """Give up on the job: it goes to the dead-letter queue, never to another worker."""
+        ...
+
+
+class JobQueue(Protocol):
+    """Moves jobs to workers. Safe across tasks."""
 
     async def submit(self, job: Job) -> None:
-        """Enqueue a job. Raises `Overloaded` when the model's queue is full."""
+        """Enqueue a job durably. Raises `Overloaded` when the model's queue is full."""
         ...
 
-    def events(self, job_id: str) -> AsyncGenerator[GenerationEvent, None]:
-        """The job's events, ending after its `GenerationEnd`. Call once per job."""
+    async def consume(self, model: str, *, prefetch: int) -> None:
+        """Start receiving jobs for `model` (worker side), at most `prefetch` unacked at a time.
+
+        `prefetch` is the engine's capacity: jobs beyond it stay in the shared
+        queue for other workers instead of waiting behind this one.
+        """
         ...
 
-    async def cancel(self, job_id: str) -> None:
-        """Ask the worker holding the job (or the queue) to drop it. Idempotent."""
+    async def take(self, model: str) -> Delivery:
+        """Wait for the next job for `model`, highest priority first (worker side).
+
+        Call it only with a free engine slot: a worker holds at most as many
+        deliveries as it has slots, so the queue is the load balancer.
+        """
         ...
 
-    async def take(self, model: str) -> Job:
-        """Wait for the next job for `model`, highest priority first (worker side)."""
+    def queue_depth(self, model: str) -> int:
+        """Jobs waiting for `model` (a recent reading for remote queues)."""
         ...
 
-    async def publish(self, job_id: str, event: GenerationEvent) -> None:
-        """Send one event back to the job's submitter (worker side)."""
+    async def ping(self) -> bool:
+        """Whether the queue is reachable (readiness)."""
         ...
-
-    async def wait_cancelled(self, job_id: str) -> None:
-        """Return once the job is cancelled (worker side)."""
-        ...
-
-    def queue_depth(self, model: str) -> int: ...
 
     async def aclose(self) -> None: ...

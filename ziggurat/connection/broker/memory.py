@@ -1,120 +1,87 @@
-"""In-process broker: an asyncio priority queue per model, a bounded event queue per job.
+"""In-process job queue: an asyncio priority queue per model.
 
-The embedded default: zero setup, one process. Queues are bounded (`max_queue_depth`
-jobs per model, `stream_buffer_events` events per job) so overload turns into an
-`Overloaded` error or back-pressure on the engine, never unbounded memory.
+The embedded default: zero setup, one process. Queues are bounded
+(`max_queue_depth` jobs per model) so overload turns into an `Overloaded`
+error, never unbounded memory. A released job goes back to the front of its
+priority; a dead-lettered one is kept (bounded) for inspection in tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator
-from contextlib import suppress
-from dataclasses import dataclass, field
+from collections import deque
 
-from ziggurat.connection.broker.base import Job
+from ziggurat.connection.broker.base import Delivery, Job
 from ziggurat.errors import Overloaded
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, Usage
 
-# Token counts are unknown once a job is dropped; the reader keeps whatever text it received.
-_CANCELLED = GenerationEnd(finish_reason="cancelled", usage=Usage(prompt_tokens=0, completion_tokens=0))
+_DEAD_LETTERS_KEPT = 100
 
 
-@dataclass(slots=True)
-class _JobState:
-    events: asyncio.Queue[GenerationEvent]
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+class _MemoryDelivery:
+    def __init__(self, queue: MemoryJobQueue, job: Job) -> None:
+        self._queue = queue
+        self._job = job
+        self._is_settled = False
+
+    @property
+    def job(self) -> Job:
+        return self._job
+
+    async def ack(self) -> None:
+        self._is_settled = True
+
+    async def release(self) -> None:
+        if not self._is_settled:
+            self._is_settled = True
+            self._queue.requeue(self._job)
+
+    async def dead_letter(self) -> None:
+        if not self._is_settled:
+            self._is_settled = True
+            self._queue.dead_letters.append(self._job)
 
 
-class MemoryBroker:
-    """Priority job queues and per-job event queues inside one event loop."""
-
-    def __init__(self, *, max_queue_depth: int, stream_buffer_events: int) -> None:
+class MemoryJobQueue:
+    def __init__(self, *, max_queue_depth: int) -> None:
         self._max_queue_depth = max_queue_depth
-        self._stream_buffer_events = stream_buffer_events
         self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, Job]]] = {}
-        self._jobs: dict[str, _JobState] = {}
         self._sequence = itertools.count()
+        self.dead_letters: deque[Job] = deque(maxlen=_DEAD_LETTERS_KEPT)
 
     def _queue(self, model: str) -> asyncio.PriorityQueue[tuple[int, int, Job]]:
         queue = self._queues.get(model)
         if queue is None:
-            queue = self._queues[model] = asyncio.PriorityQueue(maxsize=self._max_queue_depth)
+            queue = self._queues[model] = asyncio.PriorityQueue()
         return queue
 
     async def submit(self, job: Job) -> None:
         queue = self._queue(job.request.model)
-        state = _JobState(events=asyncio.Queue(maxsize=self._stream_buffer_events))
-        self._jobs[job.job_id] = state
-        try:
-            # Negated priority: PriorityQueue pops the smallest, we serve the highest;
-            # the sequence number keeps FIFO order within a priority.
-            queue.put_nowait((-int(job.priority), next(self._sequence), job))
-        except asyncio.QueueFull:
-            del self._jobs[job.job_id]
+        if queue.qsize() >= self._max_queue_depth:
             raise Overloaded(
                 f"The queue for model '{job.request.model}' is full; try again shortly.", retry_after_s=2
-            ) from None
+            )
+        # Negated priority: PriorityQueue pops the smallest, we serve the highest;
+        # the sequence number keeps FIFO order within a priority.
+        queue.put_nowait((-int(job.priority), next(self._sequence), job))
 
-    async def events(self, job_id: str) -> AsyncGenerator[GenerationEvent, None]:
-        state = self._jobs.get(job_id)
-        if state is None:
-            return
-        is_finished = False
-        try:
-            while True:
-                if state.cancelled.is_set() and state.events.empty():
-                    # Cancelled by `cancel` (perhaps from another request): end like an engine would.
-                    is_finished = True
-                    yield _CANCELLED
-                    return
-                event = await state.events.get()
-                yield event
-                if isinstance(event, GenerationEnd):
-                    is_finished = True
-                    return
-        finally:
-            if not is_finished:
-                state.cancelled.set()
-            self._jobs.pop(job_id, None)
+    def requeue(self, job: Job) -> None:
+        """Back to the head of its priority class (a released job already waited its turn)."""
+        self._queue(job.request.model).put_nowait((-int(job.priority), -next(self._sequence), job))
 
-    async def cancel(self, job_id: str) -> None:
-        """Drop the job; its event stream ends with a `cancelled` end after the events already sent."""
-        state = self._jobs.get(job_id)
-        if state is not None and not state.cancelled.is_set():
-            state.cancelled.set()
-            # Wakes a reader waiting for the next event. A full buffer needs no wake-up:
-            # the reader finds the job cancelled once it has drained the buffer.
-            with suppress(asyncio.QueueFull):
-                state.events.put_nowait(_CANCELLED)
+    async def consume(self, model: str, *, prefetch: int) -> None:
+        self._queue(model)
 
-    async def take(self, model: str) -> Job:
-        queue = self._queue(model)
-        while True:
-            _, _, job = await queue.get()
-            state = self._jobs.get(job.job_id)
-            # A job whose client already left is dropped here rather than run.
-            if state is not None and not state.cancelled.is_set():
-                return job
-
-    async def publish(self, job_id: str, event: GenerationEvent) -> None:
-        state = self._jobs.get(job_id)
-        if state is None or state.cancelled.is_set():
-            return
-        await state.events.put(event)
-
-    async def wait_cancelled(self, job_id: str) -> None:
-        state = self._jobs.get(job_id)
-        if state is None:
-            return
-        await state.cancelled.wait()
+    async def take(self, model: str) -> Delivery:
+        _, _, job = await self._queue(model).get()
+        return _MemoryDelivery(self, job)
 
     def queue_depth(self, model: str) -> int:
         queue = self._queues.get(model)
         return 0 if queue is None else queue.qsize()
 
+    async def ping(self) -> bool:
+        return True
+
     async def aclose(self) -> None:
-        for state in self._jobs.values():
-            state.cancelled.set()
-        self._jobs.clear()
+        self._queues.clear()

@@ -1,0 +1,161 @@
+"""In-process event streams: the embedded default, with the same semantics as the Redis ones.
+
+Each stream keeps at most `max_entries` entries (the oldest go first, like
+`XADD MAXLEN`) and is forgotten `ttl_s` after its last write, so memory stays
+bounded by the number of live jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ziggurat.connection.streams.base import (
+    NO_FIRST_EVENT,
+    STALLED,
+    Appendable,
+    AppendStatus,
+    Chunk,
+    Claim,
+    StreamEntry,
+    cancelled_end,
+    is_entry_id,
+    timeout_end,
+)
+from ziggurat.model.engine import GenerationEnd, TextDelta
+
+_SWEEP_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class _Stream:
+    entries: list[StreamEntry] = field(default_factory=list)
+    first_seq: int = 1
+    """Sequence number of `entries[0]` (earlier ones were trimmed)."""
+    epoch: int = 0
+    is_ended: bool = False
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    touched_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + len(self.entries)
+
+    def add(self, item: Appendable, max_entries: int) -> None:
+        seq = self.next_seq
+        if isinstance(item, Chunk):
+            entry = StreamEntry(f"0-{seq}", TextDelta(item.text), item.tokens)
+        else:
+            entry = StreamEntry(f"0-{seq}", item)
+            self.is_ended = True
+        self.entries.append(entry)
+        if len(self.entries) > max_entries:
+            drop = len(self.entries) - max_entries
+            del self.entries[:drop]
+            self.first_seq += drop
+        self.touched_at = time.monotonic()
+        # Wake every reader, then arm a fresh event for the next write.
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class MemoryStreams:
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        ttl_s: float,
+        first_event_timeout_s: float,
+        idle_timeout_s: float,
+    ) -> None:
+        self._max_entries = max_entries
+        self._ttl_s = ttl_s
+        self._first_event_timeout_s = first_event_timeout_s
+        self._idle_timeout_s = idle_timeout_s
+        self._streams: dict[str, _Stream] = {}
+        self._swept_at = time.monotonic()
+
+    def _stream(self, job_id: str) -> _Stream:
+        self._sweep()
+        stream = self._streams.get(job_id)
+        if stream is None:
+            stream = self._streams[job_id] = _Stream()
+        return stream
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < _SWEEP_INTERVAL_S:
+            return
+        self._swept_at = now
+        expired = [job_id for job_id, s in self._streams.items() if now - s.touched_at > self._ttl_s]
+        for job_id in expired:
+            del self._streams[job_id]
+
+    async def claim(self, job_id: str) -> Claim:
+        stream = self._stream(job_id)
+        if stream.is_ended:
+            return Claim("finished")
+        stream.epoch += 1
+        stream.touched_at = time.monotonic()
+        deltas = [e for e in stream.entries if isinstance(e.event, TextDelta)]
+        text = "".join(e.event.text for e in deltas if isinstance(e.event, TextDelta))
+        status = "cancelled" if stream.cancelled.is_set() else "run"
+        return Claim(status, stream.epoch, text, sum(e.tokens for e in deltas))
+
+    async def append(self, batch: Mapping[str, tuple[int, Sequence[Appendable]]]) -> dict[str, AppendStatus]:
+        statuses: dict[str, AppendStatus] = {}
+        for job_id, (epoch, items) in batch.items():
+            stream = self._streams.get(job_id)
+            if stream is None:
+                statuses[job_id] = AppendStatus.LOST
+            elif stream.epoch != epoch:
+                statuses[job_id] = AppendStatus.FENCED
+            else:
+                for item in items:
+                    stream.add(item, self._max_entries)
+                statuses[job_id] = AppendStatus.OK
+        return statuses
+
+    async def read(self, job_id: str, *, after: str | None = None) -> AsyncGenerator[StreamEntry, None]:
+        stream = self._stream(job_id)
+        next_seq = int(after.split("-")[1]) + 1 if after is not None and is_entry_id(after) else 1
+        has_seen_event = after is not None
+        while True:
+            start = max(next_seq - stream.first_seq, 0)
+            pending = stream.entries[start:]
+            for entry in pending:
+                yield entry
+                if isinstance(entry.event, GenerationEnd):
+                    return
+            if pending:
+                has_seen_event = True
+                next_seq = stream.first_seq + start + len(pending)
+            timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
+            changed = stream.changed
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                yield StreamEntry(f"0-{next_seq}", timeout_end(STALLED if has_seen_event else NO_FIRST_EVENT))
+                return
+            # The stream may have expired and been replaced while we waited.
+            stream = self._streams.get(job_id, stream)
+
+    async def cancel(self, job_id: str) -> None:
+        stream = self._stream(job_id)
+        if stream.cancelled.is_set():
+            return
+        stream.cancelled.set()
+        if stream.epoch == 0 and not stream.is_ended:
+            stream.add(cancelled_end(), self._max_entries)
+
+    async def wait_cancelled(self, job_id: str) -> None:
+        await self._stream(job_id).cancelled.wait()
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._streams.clear()

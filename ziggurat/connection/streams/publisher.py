@@ -1,0 +1,132 @@
+"""Coalesced writes from a worker to its jobs' streams.
+
+A token a write is the expensive way to stream: each write is a round trip
+for the worker and a message for every reader. The publisher sends a job's
+first chunk at once (time to first token is what users feel), then gathers
+what each job produces over `flush_interval_s` and writes all of the worker's
+jobs in one `append` call (one pipelined round trip). The end of a job is
+written immediately, with whatever text was still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from ziggurat.connection.streams.base import Appendable, AppendStatus, Chunk, EventStreams
+from ziggurat.model.engine import GenerationEnd
+from ziggurat.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+class StreamClosed(Exception):
+    """The job's stream refuses further writes (`status` says why): stop generating."""
+
+    def __init__(self, status: AppendStatus) -> None:
+        super().__init__(status.value)
+        self.status = status
+
+
+@dataclass(slots=True)
+class JobWriter:
+    """One job's side of the publisher. `write` buffers; `finish` flushes and ends the stream."""
+
+    publisher: StreamPublisher
+    job_id: str
+    epoch: int
+    parts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    written_tokens: int = 0
+    """Every delta this writer was given (the usage of a job cut short)."""
+    has_written: bool = False
+    status: AppendStatus = AppendStatus.OK
+
+    async def write(self, text: str) -> None:
+        if self.status is not AppendStatus.OK:
+            raise StreamClosed(self.status)
+        self.parts.append(text)
+        self.tokens += 1
+        self.written_tokens += 1
+        if not self.has_written or self.publisher.flush_interval_s <= 0:
+            self.has_written = True
+            await self.publisher.write_now(self, [])
+        else:
+            self.publisher.schedule(self)
+
+    async def finish(self, end: GenerationEnd) -> AppendStatus:
+        if self.status is AppendStatus.OK:
+            await self.publisher.write_now(self, [end])
+        return self.status
+
+    def take_chunk(self) -> Chunk | None:
+        if not self.parts:
+            return None
+        chunk = Chunk("".join(self.parts), self.tokens)
+        self.parts.clear()
+        self.tokens = 0
+        return chunk
+
+
+class StreamPublisher:
+    """Owns one flusher task; `aclose()` writes what is still buffered."""
+
+    def __init__(self, streams: EventStreams, *, flush_interval_s: float) -> None:
+        self._streams = streams
+        self.flush_interval_s = flush_interval_s
+        self._waiting: dict[str, JobWriter] = {}
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def writer(self, job_id: str, epoch: int) -> JobWriter:
+        return JobWriter(self, job_id, epoch)
+
+    def schedule(self, writer: JobWriter) -> None:
+        self._waiting[writer.job_id] = writer
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_forever(), name="stream-flusher")
+        self._wakeup.set()
+
+    async def write_now(self, writer: JobWriter, tail: list[Appendable]) -> None:
+        """Write the writer's buffered text and `tail` now, in one call."""
+        self._waiting.pop(writer.job_id, None)
+        await self._write([writer], {writer.job_id: tail})
+
+    async def _write(self, writers: list[JobWriter], tails: dict[str, list[Appendable]]) -> None:
+        batch: dict[str, tuple[int, list[Appendable]]] = {}
+        for writer in writers:
+            chunk = writer.take_chunk()
+            items: list[Appendable] = [chunk] if chunk is not None else []
+            items.extend(tails.get(writer.job_id, ()))
+            if items:
+                batch[writer.job_id] = (writer.epoch, items)
+        if not batch:
+            return
+        try:
+            statuses = await self._streams.append(batch)
+        except Exception as exc:  # the store is unreachable: these jobs cannot stream any more
+            log.warning("stream_write_failed", error_type=type(exc).__name__, jobs=len(batch))
+            statuses = dict.fromkeys(batch, AppendStatus.LOST)
+        for writer in writers:
+            status = statuses.get(writer.job_id, AppendStatus.OK)
+            if status is not AppendStatus.OK:
+                writer.status = status
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await asyncio.sleep(self.flush_interval_s)
+            writers = list(self._waiting.values())
+            self._waiting.clear()
+            await self._write(writers, {})
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._flusher
+        writers = list(self._waiting.values())
+        self._waiting.clear()
+        await self._write(writers, {})
