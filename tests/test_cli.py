@@ -80,7 +80,7 @@ def test_unknown_hub_id_offline_is_a_clear_error(tmp_path: Path) -> None:
 def test_split_role_without_shared_broker_is_refused(tmp_path: Path) -> None:
     result = run_cli("serve", "--port", "0", "--engine", "demo", "--role", "api", tmp_path=tmp_path)
     assert result.returncode == 2
-    assert "shared broker" in result.stderr
+    assert "ZIGGURAT_BROKER_URL" in result.stderr and "ZIGGURAT_REDIS_URL" in result.stderr
 
 
 async def _rated_conversation(tmp_path: Path) -> None:

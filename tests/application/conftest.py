@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from tests.brokers import memory_broker, running_worker
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal, UserId
 from ziggurat.application.container import Application, build_application, close_application
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.schema import upgrade_database
 from ziggurat.config import AuthSettings, Settings
-from ziggurat.connection.broker.memory import MemoryBroker
-from ziggurat.connection.worker import Worker
+from ziggurat.connection.models import StaticModels
 from ziggurat.model.engine import (
     GenerationEnd,
     GenerationEvent,
@@ -92,16 +91,10 @@ def engine() -> ScriptedEngine:
 
 @pytest.fixture
 async def generation(engine: ScriptedEngine) -> AsyncIterator[GenerationService]:
-    broker = MemoryBroker(max_queue_depth=64, stream_buffer_events=1024)
-    worker = Worker(broker=broker, engine=engine, model=MODEL)
-    runner = asyncio.create_task(worker.run())
-    try:
-        yield GenerationService(broker=broker, models=[engine.info], metrics=Metrics())
-    finally:
-        runner.cancel()
-        with suppress(asyncio.CancelledError):
-            await runner
-        await broker.aclose()
+    broker = memory_broker()
+    async with running_worker(broker, engine):
+        yield GenerationService(broker=broker, models=StaticModels([engine.info]), metrics=Metrics())
+    await broker.aclose()
 
 
 @pytest.fixture

@@ -1,22 +1,33 @@
+"""The worker: capacity, cancellation, failures, and taking over a job another worker left."""
+
 import asyncio
 from collections.abc import AsyncIterator
 
+from tests.brokers import memory_broker, running_worker
 from ziggurat.connection.broker.base import Job, Priority
-from ziggurat.connection.broker.memory import MemoryBroker
-from ziggurat.connection.worker import Worker
+from ziggurat.connection.broker.broker import Broker
+from ziggurat.connection.streams.base import Chunk
 from ziggurat.model.engine import (
     ChatMessage,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
     ModelInfo,
+    SamplingParams,
     TextDelta,
 )
-from ziggurat.model.engines.demo import DemoEngine
+from ziggurat.model.engines.demo import DemoEngine, compose_reply
+
+PROMPT = "tell me about ziggurats"
 
 
-def job(job_id: str) -> Job:
-    request = GenerationRequest(request_id=job_id, model="demo", messages=(ChatMessage("user", "tell me"),))
+def job(job_id: str, *, model: str = "demo", max_tokens: int | None = None) -> Job:
+    request = GenerationRequest(
+        request_id=job_id,
+        model=model,
+        messages=(ChatMessage("user", PROMPT),),
+        params=SamplingParams(max_tokens=max_tokens),
+    )
     return Job(job_id=job_id, request=request, priority=Priority.API)
 
 
@@ -30,40 +41,109 @@ def demo(capacity: int, inter_token_s: float) -> DemoEngine:
     )
 
 
+async def read_all(broker: Broker, job_id: str) -> tuple[str, GenerationEnd]:
+    text: list[str] = []
+    async for entry in broker.read(job_id):
+        if isinstance(entry.event, TextDelta):
+            text.append(entry.event.text)
+        else:
+            return "".join(text), entry.event
+    raise AssertionError("no end")
+
+
 async def test_worker_never_runs_more_jobs_than_capacity() -> None:
-    broker = MemoryBroker(max_queue_depth=10, stream_buffer_events=1000)
+    broker = memory_broker()
     engine = demo(capacity=2, inter_token_s=0.01)
-    worker = Worker(broker=broker, engine=engine, model="demo")
     for index in range(5):
         await broker.submit(job(f"j{index}"))
-    runner = asyncio.ensure_future(worker.run())
-    try:
+    async with running_worker(broker, engine):
         await asyncio.sleep(0.05)
         assert engine.active_count == 2
         assert broker.queue_depth("demo") == 3
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_cancel_frees_the_slot_for_the_next_job() -> None:
-    broker = MemoryBroker(max_queue_depth=10, stream_buffer_events=1000)
+    broker = memory_broker()
     engine = demo(capacity=1, inter_token_s=0.02)
-    worker = Worker(broker=broker, engine=engine, model="demo")
-    runner = asyncio.ensure_future(worker.run())
-    try:
+    async with running_worker(broker, engine) as worker:
         await broker.submit(job("first"))
         await broker.submit(job("second"))
-        events = broker.events("first")
-        assert isinstance(await anext(events), TextDelta)
-        await events.aclose()
-        second = [event async for event in broker.events("second")]
-        assert isinstance(second[-1], GenerationEnd) and second[-1].finish_reason == "stop"
+        entries = broker.read("first")
+        assert isinstance((await anext(entries)).event, TextDelta)
+        await broker.cancel("first")
+        _, end = await read_all(broker, "first")
+        assert end.finish_reason == "cancelled"
+        _, second = await read_all(broker, "second")
+        assert second.finish_reason == "stop"
         assert engine.cancelled_count == 1
         assert worker.cancelled_count == 1
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_job_cancelled_while_queued_never_runs() -> None:
+    broker = memory_broker()
+    engine = demo(capacity=1, inter_token_s=0)
+    await broker.submit(job("gone"))
+    await broker.cancel("gone")
+    _, end = await read_all(broker, "gone")
+    assert end.finish_reason == "cancelled"
+    async with running_worker(broker, engine):
+        await broker.submit(job("next"))
+        await read_all(broker, "next")
+    assert engine.started_count == 1
+
+
+async def test_a_redelivered_job_continues_after_the_text_already_streamed() -> None:
+    """The first worker 'died' after streaming part of the answer; the next one finishes it seamlessly."""
+    broker = memory_broker()
+    full = compose_reply(PROMPT, seed=None)
+    claim = await broker.streams.claim("resumed")
+    assert claim.status == "run" and claim.epoch == 1
+    head = full[: full.index("## A") + 4]  # ends inside a word: the successor must not repeat it
+    await broker.streams.append({"resumed": (1, [Chunk(head, 7)])})
+    await broker.submit(job("resumed"))  # the redelivery
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0)) as worker:
+        text, end = await read_all(broker, "resumed")
+    assert text == full
+    assert end.finish_reason == "stop"
+    assert worker.resumed_count == 1
+    assert end.usage.completion_tokens >= 7
+
+
+async def test_the_old_worker_is_fenced_out_once_another_claims_the_job() -> None:
+    broker = memory_broker()
+    first = await broker.streams.claim("j")
+    second = await broker.streams.claim("j")
+    statuses = await broker.streams.append({"j": (first.epoch, [Chunk("stale", 1)])})
+    assert statuses["j"].value == "fenced"
+    assert (await broker.streams.append({"j": (second.epoch, [Chunk("fresh", 1)])}))["j"].value == "ok"
+
+
+async def test_after_max_deliveries_the_job_is_dead_lettered_with_a_clear_error() -> None:
+    broker = memory_broker()
+    for _ in range(3):
+        await broker.streams.claim("cursed")  # three workers took it and died
+    await broker.submit(job("cursed"))
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0), max_deliveries=3):
+        _, end = await read_all(broker, "cursed")
+    assert end.finish_reason == "error"
+    assert end.error is not None and "3 times" in end.error
+    assert [j.job_id for j in broker.jobs.dead_letters] == ["cursed"]  # type: ignore[attr-defined]
+
+
+async def test_a_stopping_worker_releases_its_jobs_for_another_worker() -> None:
+    broker = memory_broker()
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0.01)):
+        await broker.submit(job("handover"))
+        entries = broker.read("handover")
+        first = await anext(entries)
+        assert isinstance(first.event, TextDelta)
+    # The first worker stopped mid-answer; the job is back in the queue.
+    assert broker.queue_depth("demo") == 1
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0)) as successor:
+        rest = [entry async for entry in entries]
+    text = first.event.text + "".join(e.event.text for e in rest if isinstance(e.event, TextDelta))
+    assert text == compose_reply(PROMPT, seed=None)
+    assert successor.resumed_count == 1
 
 
 class FailingEngine:
@@ -83,17 +163,10 @@ class FailingEngine:
 
 
 async def test_engine_crash_becomes_an_error_event() -> None:
-    broker = MemoryBroker(max_queue_depth=10, stream_buffer_events=1000)
-    worker = Worker(broker=broker, engine=FailingEngine(), model="broken")
-    runner = asyncio.ensure_future(worker.run())
-    try:
-        request = GenerationRequest(request_id="x", model="broken", messages=(ChatMessage("user", "hi"),))
-        await broker.submit(Job(job_id="x", request=request))
-        events = [event async for event in broker.events("x")]
-        assert events[0] == TextDelta("partial")
-        end = events[-1]
-        assert isinstance(end, GenerationEnd) and end.finish_reason == "error"
-        assert end.error and "engine bug" not in end.error
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    broker = memory_broker()
+    async with running_worker(broker, FailingEngine()):  # type: ignore[arg-type]
+        await broker.submit(job("x", model="broken"))
+        text, end = await read_all(broker, "x")
+    assert text == "partial"
+    assert end.finish_reason == "error"
+    assert end.error and "engine bug" not in end.error

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ziggurat.connection.broker.memory import MemoryBroker
+from tests.brokers import memory_broker
+from ziggurat.connection.models import StaticModels
 from ziggurat.model.engine import ChatMessage, ModelInfo, estimate_tokens
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.metrics import Metrics
@@ -22,8 +23,8 @@ class FixedCounter:
 
 def _service(counter: FixedCounter | None) -> GenerationService:
     return GenerationService(
-        broker=MemoryBroker(max_queue_depth=1, stream_buffer_events=1),
-        models=[ModelInfo(name="m", engine="test"), ModelInfo(name="remote", engine="test")],
+        broker=memory_broker(max_queue_depth=1),
+        models=StaticModels([ModelInfo(name="m", engine="test"), ModelInfo(name="remote", engine="test")]),
         metrics=Metrics(),
         token_counters={"m": counter} if counter is not None else None,
     )

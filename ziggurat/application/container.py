@@ -26,7 +26,7 @@ from ziggurat.application.auth.sessions import SessionService
 from ziggurat.application.auth.signing_key import load_or_create_signing_key
 from ziggurat.application.auth.tokens import AccessTokens
 from ziggurat.application.catalog.service import ModelCatalog
-from ziggurat.application.conversations.chat import ChatPolicy, ChatService
+from ziggurat.application.conversations.chat import ChatPolicy, ChatService, KeeperPolicy
 from ziggurat.application.conversations.context import ContextWindow
 from ziggurat.application.conversations.service import ConversationService
 from ziggurat.application.conversations.titles import TitleWriter
@@ -40,6 +40,7 @@ from ziggurat.application.usage.report import UsageReports
 from ziggurat.application.users.invitations import InvitationService
 from ziggurat.application.users.service import UserService
 from ziggurat.config import Settings
+from ziggurat.connection.leases import MemoryLeases
 from ziggurat.model.engine import Usage
 from ziggurat.service.generation import GenerationService
 from ziggurat.telemetry import get_logger
@@ -70,8 +71,18 @@ class Application:
     feedback: FeedbackService
 
 
+def local_keeping() -> KeeperPolicy:
+    """Replies kept by this process alone (the single-process default)."""
+    return KeeperPolicy(leases=MemoryLeases(), holder="local", is_shared=False)
+
+
 def build_application(
-    settings: Settings, *, database: Database, generation: GenerationService, passwords: PasswordHasher
+    settings: Settings,
+    *,
+    database: Database,
+    generation: GenerationService,
+    passwords: PasswordHasher,
+    keeping: KeeperPolicy | None = None,
 ) -> Application:
     """Wire the services around an open database (no I/O)."""
     secret_key = (
@@ -122,7 +133,14 @@ def build_application(
         usage_reports=UsageReports(database=database),
         audit=AuditLog(database=database),
         oidc=_build_oidc(settings, database=database, users=users, sessions=sessions, signing_key=secret_key),
-        chat=_build_chat(settings, database=database, generation=generation, catalog=catalog, usage=usage),
+        chat=_build_chat(
+            settings,
+            database=database,
+            generation=generation,
+            catalog=catalog,
+            usage=usage,
+            keeping=keeping or local_keeping(),
+        ),
         presets=PresetService(database=database, resolve_model=catalog.resolve),
         feedback=FeedbackService(database=database),
     )
@@ -135,6 +153,7 @@ def _build_chat(
     generation: GenerationService,
     catalog: ModelCatalog,
     usage: UsageRecorder,
+    keeping: KeeperPolicy,
 ) -> ChatService:
     def record_usage(principal: Principal, model: str, tokens: Usage) -> None:
         usage.record(principal, model, tokens, source="chat")
@@ -151,6 +170,7 @@ def _build_chat(
             record_usage=record_usage,
             history_limit=settings.conversations.history_max_messages,
         ),
+        keeping=keeping,
     )
 
 
@@ -181,7 +201,11 @@ async def close_application(application: Application) -> None:
 
 @asynccontextmanager
 async def open_application(
-    settings: Settings, generation: GenerationService, *, passwords: PasswordHasher | None = None
+    settings: Settings,
+    generation: GenerationService,
+    *,
+    passwords: PasswordHasher | None = None,
+    keeping: KeeperPolicy | None = None,
 ) -> AsyncIterator[Application]:
     """Migrate the database to the current schema, then yield the services; close all on exit."""
     url = settings.resolved_database_url
@@ -189,7 +213,11 @@ async def open_application(
     database = Database(url)
     try:
         application = build_application(
-            settings, database=database, generation=generation, passwords=passwords or PasswordHasher()
+            settings,
+            database=database,
+            generation=generation,
+            passwords=passwords or PasswordHasher(),
+            keeping=keeping,
         )
         log.info("application_opened", database=database.url.get_backend_name())
         try:

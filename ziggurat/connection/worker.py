@@ -144,22 +144,25 @@ class Worker:
         await _settle(watcher)
 
     async def _relay(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
-        end: GenerationEnd
         try:
             async with aclosing(self._engine.generate(request)) as events:
+                ended: GenerationEnd | None = None
                 async for event in events:
                     if isinstance(event, GenerationEnd):
-                        end = _with_earlier_tokens(event, claim.tokens)
-                        break
-                    await writer.write(event.text)
-                else:
-                    end = GenerationEnd("error", Usage(0, 0), ENGINE_FAILED)
+                        ended = event  # engines end after this; reading on lets them finish cleanly
+                    else:
+                        await writer.write(event.text)
+            end = (
+                _with_earlier_tokens(ended, claim.tokens)
+                if ended is not None
+                else GenerationEnd("error", Usage(0, claim.tokens), ENGINE_FAILED)
+            )
         except StreamClosed as closed:
             log.warning("job_stream_closed", job_id=request.request_id, status=closed.status.value)
             return
         except ZigguratError as exc:
             end = GenerationEnd("error", Usage(0, claim.tokens), exc.message)
-        except Exception as exc:  # the worker boundary: an engine bug becomes an error event, never a hung client
+        except Exception as exc:  # the worker boundary: an engine bug is an error event, not a hang
             log.exception("engine_failed", job_id=request.request_id, error_type=type(exc).__name__)
             end = GenerationEnd("error", Usage(0, claim.tokens), ENGINE_FAILED)
         if await writer.finish(end) is AppendStatus.OK and end.finish_reason != "error":
@@ -174,7 +177,7 @@ async def _settle(*tasks: asyncio.Task[None]) -> None:
 
 
 def _resumed(request: GenerationRequest, claim: Claim) -> GenerationRequest:
-    """The request a taking-over worker runs: continue after the text already sent, within the token budget."""
+    """The request a taking-over worker runs: continue after the text already sent, within the budget."""
     if not claim.text:
         return request
     params = request.params

@@ -9,13 +9,17 @@ early cancels the job, which frees the engine slot.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from ziggurat.connection.broker.base import Broker, Job, Priority
+from ziggurat.connection.broker.base import Job, Priority
+from ziggurat.connection.broker.broker import Broker
+from ziggurat.connection.models import ModelDirectory
+from ziggurat.connection.streams.base import StreamEntry
 from ziggurat.errors import ModelNotFound, Overloaded, UpstreamFailed
 from ziggurat.model.engine import (
     ChatMessage,
@@ -35,35 +39,59 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class GenerationStream:
-    """A submitted job. Iterate `events()` once; leaving early cancels the job."""
+    """A submitted job's stream, read from the start or after an entry id. Iterate once.
+
+    `cancel_on_close`: leaving before the end cancels the job (an API client
+    that hung up); chat replies are detached from their connection instead,
+    and go on being generated and stored while the client reconnects.
+    `is_observed`: this reader records the job's latency metrics (only the
+    reader that submitted the job, so a job is counted once).
+    """
 
     job: Job
     broker: Broker
     metrics: Metrics
+    after: str | None = None
+    cancel_on_close: bool = True
+    is_observed: bool = True
+    last_entry_id: str | None = None
 
-    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
+    async def entries(self) -> AsyncGenerator[StreamEntry, None]:
         model = self.job.request.model
         started = self.job.submitted_at
         last_text_at: float | None = None
         ttft = self.metrics.time_to_first_token.labels(model)
         gap = self.metrics.inter_token_latency.labels(model)
         active = self.metrics.active_streams.labels(model)
+        is_finished = False
         active.inc()
         try:
-            async with aclosing(self.broker.events(self.job.job_id)) as events:
-                async for event in events:
-                    now = time.monotonic()
-                    if isinstance(event, TextDelta):
-                        if last_text_at is None:
-                            ttft.observe(now - started)
+            async with aclosing(self.broker.read(self.job.job_id, after=self.after)) as entries:
+                async for entry in entries:
+                    self.last_entry_id = entry.entry_id
+                    event = entry.event
+                    if self.is_observed:
+                        now = time.monotonic()
+                        if isinstance(event, TextDelta):
+                            if last_text_at is None:
+                                ttft.observe(now - started)
+                            else:
+                                gap.observe(now - last_text_at)
+                            last_text_at = now
                         else:
-                            gap.observe(now - last_text_at)
-                        last_text_at = now
-                    elif isinstance(event, GenerationEnd):
-                        self._record_end(event, now - started)
-                    yield event
+                            self._record_end(event, now - started)
+                    if isinstance(event, GenerationEnd):
+                        is_finished = True
+                    yield entry
         finally:
             active.dec()
+            if not is_finished and self.cancel_on_close:
+                _spawn_cancel(self.broker, self.job.job_id)
+
+    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
+        async with aclosing(self.entries()) as entries:
+            async for entry in entries:
+                yield entry.event
 
     def _record_end(self, end: GenerationEnd, elapsed_s: float) -> None:
         model = self.job.request.model
@@ -87,6 +115,23 @@ class GenerationStream:
         await self.broker.cancel(self.job.job_id)
 
 
+_cancels: set[asyncio.Task[None]] = set()
+
+
+def _spawn_cancel(broker: Broker, job_id: str) -> None:
+    """Cancel in a task of its own: the reader that left may itself be being cancelled."""
+
+    async def cancel() -> None:
+        try:
+            await broker.cancel(job_id)
+        except Exception as exc:  # the job then runs to its end; nothing else is at stake
+            log.warning("job_cancel_failed", job_id=job_id, error_type=type(exc).__name__)
+
+    task = asyncio.get_running_loop().create_task(cancel())
+    _cancels.add(task)
+    task.add_done_callback(_cancels.discard)
+
+
 class GenerationService:
     """Routes generation requests to served models through the broker.
 
@@ -99,23 +144,26 @@ class GenerationService:
         self,
         *,
         broker: Broker,
-        models: Iterable[ModelInfo],
+        models: ModelDirectory,
         metrics: Metrics,
         token_counters: Mapping[str, TokenCounter] | None = None,
     ) -> None:
         self._broker = broker
-        self._models = {model.name: model for model in models}
+        self._models = models
         self._metrics = metrics
         self._token_counters = dict(token_counters or {})
 
     def list_models(self) -> list[ModelInfo]:
-        return list(self._models.values())
+        return self._models.models()
 
     def resolve_model(self, name: str | None) -> ModelInfo:
         """The named model, or the first served one when `name` is empty."""
+        models = self._models.models()
         if not name:
-            return next(iter(self._models.values()))
-        model = self._models.get(name)
+            if not models:
+                raise Overloaded("No model is being served yet; try again shortly.", retry_after_s=5)
+            return models[0]
+        model = next((model for model in models if model.name == name), None)
         if model is None:
             raise ModelNotFound(
                 f"The model '{name}' does not exist or you do not have access to it.", param="model"
@@ -131,7 +179,9 @@ class GenerationService:
                 return counted
         return estimate_tokens(messages)
 
-    async def submit(self, request: GenerationRequest, *, priority: Priority) -> GenerationStream:
+    async def submit(
+        self, request: GenerationRequest, *, priority: Priority, cancel_on_close: bool = True
+    ) -> GenerationStream:
         self.resolve_model(request.model)
         job = Job(
             job_id=request.request_id or uuid.uuid4().hex,
@@ -145,4 +195,25 @@ class GenerationService:
             self._metrics.rejections.labels("queue_full").inc()
             log.warning("job_rejected", reason="queue_full", model=request.model)
             raise
-        return GenerationStream(job=job, broker=self._broker, metrics=self._metrics)
+        return GenerationStream(
+            job=job, broker=self._broker, metrics=self._metrics, cancel_on_close=cancel_on_close
+        )
+
+    def attach(self, job_id: str, model: str, *, after: str | None = None) -> GenerationStream:
+        """Another reader of a job already submitted (by any gateway): resume a stream, store a reply.
+
+        It never cancels the job when it leaves and records no latency metrics.
+        """
+        request = GenerationRequest(request_id=job_id, model=model, messages=())
+        return GenerationStream(
+            job=Job(job_id=job_id, request=request, submitted_at=time.monotonic()),
+            broker=self._broker,
+            metrics=self._metrics,
+            after=after,
+            cancel_on_close=False,
+            is_observed=False,
+        )
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job wherever it runs (or before it runs)."""
+        await self._broker.cancel(job_id)

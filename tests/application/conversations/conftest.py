@@ -13,10 +13,10 @@ from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.schemas import MessageCreate
-from ziggurat.application.conversations.turn import ChatTurn, TurnEnd
+from ziggurat.application.conversations.turn import ChatTurn, TurnDelta, TurnEnd
 from ziggurat.application.store.database import Database
 from ziggurat.config import ConversationSettings, Settings
-from ziggurat.model.engine import ChatMessage, TextDelta
+from ziggurat.model.engine import ChatMessage
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ async def consume(turn: ChatTurn) -> tuple[str, TurnEnd]:
     text: list[str] = []
     async with aclosing(turn.events()) as events:
         async for event in events:
-            if isinstance(event, TextDelta):
+            if isinstance(event, TurnDelta):
                 text.append(event.text)
             else:
                 return "".join(text), event

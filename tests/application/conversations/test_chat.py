@@ -14,12 +14,12 @@ from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.schemas import ConversationCreate, GenerationOverrides, MessageCreate
-from ziggurat.application.conversations.turn import ChatTurn
+from ziggurat.application.conversations.turn import ChatTurn, TurnDelta
 from ziggurat.application.presets.schemas import PresetCreate
 from ziggurat.application.store.database import Database
 from ziggurat.application.usage.models import UsageEvent
 from ziggurat.errors import Conflict, InvalidRequest, ModelNotFound, NotFound, UpstreamFailed
-from ziggurat.model.engine import GenerationRequest, TextDelta
+from ziggurat.model.engine import GenerationRequest
 
 
 async def _count_messages(database: Database, conversation_id: str) -> int:
@@ -92,23 +92,59 @@ async def test_the_user_message_is_committed_before_the_first_token(
     assert sorted(seen) == [("assistant", "streaming"), ("user", "complete")]
 
 
-async def test_leaving_early_stores_the_partial_reply_as_cancelled(
+async def test_leaving_early_does_not_stop_the_reply_which_is_stored_whole(
     application: Application, alice: Principal, engine: ScriptedEngine, database: Database
 ) -> None:
-    engine.reply = " ".join(f"w{i}" for i in range(200))
-    engine.inter_token_s = 0.005
+    engine.reply = " ".join(f"w{i}" for i in range(60))
+    engine.inter_token_s = 0.002
     conversation = await application.conversations.create(alice, ConversationCreate())
     turn = await application.chat.post_message(alice, conversation.id, MessageCreate(content="long"))
     received: list[str] = []
     async with aclosing(turn.events()) as events:
         async for event in events:
-            assert isinstance(event, TextDelta)
+            assert isinstance(event, TurnDelta)
             received.append(event.text)
             if len(received) == 3:
                 break
 
-    reply = await stored_message(database, turn.reply_id)
-    assert (reply.status, reply.finish_reason, reply.content) == ("cancelled", "cancelled", "".join(received))
+    stored = await application.chat.wait_stored(turn.reply_id, timeout_s=10)
+    assert (stored.status, stored.content) == ("complete", engine.reply)
+    assert stored.content.startswith("".join(received))
+
+
+async def test_a_client_that_drops_resumes_after_the_last_entry_it_saw(
+    application: Application, alice: Principal, engine: ScriptedEngine
+) -> None:
+    engine.reply = " ".join(f"w{i}" for i in range(40))
+    engine.inter_token_s = 0.002
+    conversation = await application.conversations.create(alice, ConversationCreate())
+    turn = await application.chat.post_message(alice, conversation.id, MessageCreate(content="long"))
+    seen: list[TurnDelta] = []
+    async with aclosing(turn.events()) as events:
+        async for event in events:
+            assert isinstance(event, TurnDelta)
+            seen.append(event)
+            if len(seen) == 5:
+                break
+
+    resumed = await application.chat.resume(alice, turn.reply_id, after=seen[-1].entry_id)
+    rest, end = await consume(resumed)
+    assert "".join(d.text for d in seen) + rest == engine.reply
+    assert end.message.status == "complete" and end.message.content == engine.reply
+    # Once stored, a resume gets the whole reply as one final event.
+    again, end = await consume(await application.chat.resume(alice, turn.reply_id, after=seen[-1].entry_id))
+    assert again == "" and end.message.content == engine.reply
+
+
+async def test_nobody_resumes_another_users_reply(
+    application: Application, alice: Principal, bob: Principal
+) -> None:
+    conversation = await application.conversations.create(alice, ConversationCreate())
+    turn = await say(application, alice, conversation.id, "mine")
+    with pytest.raises(NotFound):
+        await application.chat.resume(bob, turn.reply_id, after=None)
+    with pytest.raises(NotFound):
+        await application.chat.resume(alice, turn.user_message.id, after=None)
 
 
 async def test_a_cancelled_task_still_stores_the_partial_reply(
@@ -200,10 +236,14 @@ async def test_a_retry_after_a_cut_short_reply_generates_it_again(
     engine.reply = " ".join(f"w{i}" for i in range(50))
     conversation = await application.conversations.create(alice, ConversationCreate())
     message = MessageCreate(content="again please")
+    engine.inter_token_s = 0.01
     turn = await application.chat.post_message(alice, conversation.id, message, "k")
     async with aclosing(turn.events()) as events:
         await anext(events)
+    stopped = await application.chat.stop(alice, conversation.id, turn.reply_id)
+    assert stopped.status == "cancelled"
 
+    engine.inter_token_s = 0
     retry = await application.chat.post_message(alice, conversation.id, message, "k")
     assert not retry.is_replay and retry.reply_id == turn.reply_id
     text, end = await consume(retry)

@@ -8,11 +8,12 @@ import pytest
 
 from tests.application.conftest import ScriptedEngine
 from tests.application.conversations.conftest import consume, words
+from tests.brokers import memory_broker
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.context import ContextWindow, History
 from ziggurat.application.conversations.schemas import ConversationCreate, MessageCreate
-from ziggurat.connection.broker.memory import MemoryBroker
+from ziggurat.connection.models import StaticModels
 from ziggurat.errors import InvalidRequest
 from ziggurat.model.engine import ChatMessage, ModelInfo, estimate_tokens
 from ziggurat.service.generation import GenerationService
@@ -33,8 +34,8 @@ class WordCounter:
 def _window(counter: WordCounter | None, *, context_length: int | None) -> tuple[ContextWindow, ModelInfo]:
     model = ModelInfo(name="m", engine="test", context_length=context_length)
     generation = GenerationService(
-        broker=MemoryBroker(max_queue_depth=1, stream_buffer_events=1),
-        models=[model],
+        broker=memory_broker(max_queue_depth=1),
+        models=StaticModels([model]),
         metrics=Metrics(),
         token_counters={"m": counter} if counter is not None else None,
     )

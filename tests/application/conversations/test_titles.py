@@ -69,9 +69,9 @@ async def test_the_first_exchange_gets_a_model_written_title_at_background_prior
     priorities: list[Priority] = []
     submit = generation.submit
 
-    async def spy(request: GenerationRequest, *, priority: Priority) -> GenerationStream:
+    async def spy(request: GenerationRequest, *, priority: Priority, **options: bool) -> GenerationStream:
         priorities.append(priority)
-        return await submit(request, priority=priority)
+        return await submit(request, priority=priority, **options)
 
     monkeypatch.setattr(generation, "submit", spy)
     conversation = await application.conversations.create(alice, ConversationCreate())

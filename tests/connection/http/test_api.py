@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from tests.connection.http.conftest import register
 from tests.server import RunningServer
+from tests.sse import sse_frames
 from ziggurat.app import build_app
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.store.database import Database
@@ -261,25 +262,35 @@ async def test_bad_messages_get_400(
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_a_client_that_leaves_mid_stream_keeps_the_partial_reply(slow_demo_server: RunningServer) -> None:
+def test_a_client_that_drops_mid_stream_resumes_with_last_event_id(slow_demo_server: RunningServer) -> None:
     server = slow_demo_server
     account = register(server.base_url, "leaver@example.com")
     with httpx.Client(base_url=server.base_url, headers=account.jwt_headers, timeout=30) as client:
         conversation_id = client.post("/api/conversations", json={}).json()["id"]
         url = f"/api/conversations/{conversation_id}/messages"
+        received: list[str] = []
+        last_id = None
         with client.stream("POST", url, json={"content": "a long story please"}) as response:
             assert response.status_code == 200
-            deltas = 0
-            for line in response.iter_lines():
-                deltas += line == "event: delta"
-                if deltas == 2:
-                    break
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            reply = client.get(f"/api/conversations/{conversation_id}").json()["messages"][-1]
-            if reply["status"] != "streaming":
-                break
-            time.sleep(0.05)
-    assert (reply["status"], reply["finish_reason"]) == ("cancelled", "cancelled")
-    assert reply["content"]
-    assert server.services.engines[0].cancelled_count == 1  # type: ignore[attr-defined]
+            for frame in sse_frames(response.iter_lines()):
+                if frame.event == "message":
+                    reply_id = json.loads(frame.data)["assistant_message_id"]
+                if frame.event == "delta":
+                    received.append(json.loads(frame.data)["content"])
+                    last_id = frame.id
+                    if len(received) == 2:
+                        break
+        assert last_id is not None
+        # The reply goes on without the client; it picks up after the last event it saw.
+        resume = f"/api/messages/{reply_id}/stream"
+        with client.stream("GET", resume, headers={"Last-Event-ID": last_id}) as response:
+            assert response.status_code == 200
+            frames = list(sse_frames(response.iter_lines()))
+        rest = [json.loads(f.data)["content"] for f in frames if f.event == "delta"]
+        done = json.loads(frames[-1].data)
+        assert frames[-1].event == "done" and done["status"] == "complete"
+        assert "".join(received + rest) == done["content"]
+        assert client.get(resume, headers={"Last-Event-ID": "not-an-id"}).status_code == 400
+        stranger = register(server.base_url, "stranger@example.com")
+        assert client.get(resume, headers=stranger.jwt_headers).status_code == 404
+    assert server.services.engines[0].cancelled_count == 0  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ def test_streaming_completion_with_usage(demo_server: RunningServer, alice: Acco
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert len([c for c in chunks if c.choices]) > 10
+    assert len([c for c in chunks if c.choices]) > 2  # tokens arrive coalesced, but progressively
     assert "demo engine" in text
     assert finish == ["stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 10
@@ -190,7 +190,12 @@ def test_metrics_and_probes(demo_server: RunningServer, alice: Account) -> None:
     )
     assert httpx.get(demo_server.base_url + "/healthz").json()["status"] == "ok"
     ready = httpx.get(demo_server.base_url + "/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "engine": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "broker": True,
+        "streams": True,
+        "database": True,
+        "engine": True,
+    }
     metrics = httpx.get(demo_server.base_url + "/metrics").text
     assert 'ziggurat_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in metrics
     assert 'ziggurat_time_to_first_token_seconds_count{model="ziggurat-demo"}' in metrics

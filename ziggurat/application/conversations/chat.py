@@ -33,14 +33,14 @@ from ziggurat.application.conversations.context import (
     resolve_parameters,
     to_generation_request,
 )
+from ziggurat.application.conversations.keeper import ReplyKeeper
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.repository import ConversationRepository
-from ziggurat.application.conversations.running import RunningReplies
 from ziggurat.application.conversations.schemas import GenerationOverrides, MessageCreate, MessageOut
 from ziggurat.application.conversations.service import owned_conversation
 from ziggurat.application.conversations.titles import TitleJob, TitleWriter
 from ziggurat.application.conversations.tree import MessageTree
-from ziggurat.application.conversations.turn import ChatTurn, FinishReply, ReplyOutcome
+from ziggurat.application.conversations.turn import ChatTurn, ReplyOutcome
 from ziggurat.application.conversations.turn_plan import (
     MESSAGE_NOT_FOUND,
     STILL_STREAMING,
@@ -53,6 +53,7 @@ from ziggurat.application.presets.repository import PresetRepository
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.orm import new_id, utcnow
 from ziggurat.connection.broker.base import Priority
+from ziggurat.connection.leases import Leases
 from ziggurat.errors import Conflict, InvalidRequest, NotFound
 from ziggurat.model.engine import Usage
 from ziggurat.service.generation import GenerationService
@@ -62,6 +63,10 @@ log = get_logger(__name__)
 
 TITLE_FROM_MESSAGE_CHARS = 80
 STOP_WAIT_S = 10.0
+STORED_WAIT_S = 30.0
+"""How long a reader waits, after the stream ended, for the reply to be stored (by any gateway)."""
+RECOVERY_GRACE = timedelta(seconds=30)
+"""A `streaming` reply younger than this is left alone by recovery (its gateway is just starting it)."""
 
 UsageSink = Callable[[Principal, str, Usage], None]
 
@@ -75,6 +80,16 @@ class ChatPolicy:
     history_limit: int = 200
 
 
+@dataclass(slots=True, frozen=True)
+class KeeperPolicy:
+    """How this gateway keeps replies: its lease name, and whether other gateways can take over."""
+
+    leases: Leases
+    holder: str
+    is_shared: bool
+    lease_ttl_s: float = 15.0
+
+
 class ChatService:
     """Owns the tasks that store finished replies and the title writer; `aclose()` settles both."""
 
@@ -86,14 +101,23 @@ class ChatService:
         context: ContextWindow,
         titles: TitleWriter,
         policy: ChatPolicy,
+        keeping: KeeperPolicy,
     ) -> None:
         self._database = database
         self._generation = generation
         self._context = context
         self.titles = titles
         self._policy = policy
-        self._running = RunningReplies()
-        self._reply_writes: set[asyncio.Task[MessageOut]] = set()
+        self._is_shared = keeping.is_shared
+        self.keeper = ReplyKeeper(
+            leases=keeping.leases,
+            holder=keeping.holder,
+            store=self._store_reply,
+            lease_ttl_s=keeping.lease_ttl_s,
+            is_shared=keeping.is_shared,
+        )
+        self._usage_owners: dict[str, tuple[Principal, str]] = {}
+        self._reply_writes: set[asyncio.Task[MessageOut | None]] = set()
 
     async def post_message(
         self,
@@ -131,7 +155,7 @@ class ChatService:
         return await self._start(principal, conversation_id, action, idempotency_key)
 
     async def stop(self, principal: Principal, conversation_id: str, message_id: str) -> MessageOut:
-        """Stop a reply being generated (from any connection); the partial text is kept as `cancelled`.
+        """Stop a reply being generated (from any connection, on any gateway); the partial text is kept.
 
         Stopping a reply that has already finished changes nothing and returns it.
         """
@@ -143,17 +167,78 @@ class ChatService:
                 raise NotFound(MESSAGE_NOT_FOUND, param="message_id")
             if reply.role != "assistant":
                 raise InvalidRequest("Only a reply can be stopped.", param="message_id")
-        stored = await self._running.stop(message_id, timeout_s=STOP_WAIT_S)
-        if stored is not None:
-            return stored
-        if reply.status == "streaming" and message_id not in self._running:
-            # No process generates it any more (for example, the server restarted mid-answer).
+        if reply.status != "streaming":
+            return MessageOut.from_row(reply)
+        if reply.job_id is not None:
+            await self._generation.cancel(reply.job_id)
+        stored = await self.wait_stored(message_id, timeout_s=STOP_WAIT_S)
+        if stored.status == "streaming":
+            # Nobody stored it in time: no gateway keeps it any more (for example, all restarted).
             async with self._database.session() as session:
                 repository = ConversationRepository(session)
                 if await repository.cancel_if_streaming(message_id):
                     await session.commit()
-                reply = await repository.get_message(principal.user_id, conversation_id, message_id) or reply
-        return MessageOut.from_row(reply)
+                row = await repository.get_message_by_id(message_id)
+            stored = MessageOut.from_row(row) if row is not None else stored
+        return stored
+
+    async def resume(self, principal: Principal, message_id: str, *, after: str | None) -> ChatTurn:
+        """Continue reading a reply's stream after entry `after` (from another connection or gateway).
+
+        A reply that has finished meanwhile is given whole, as one final event.
+        """
+        async with self._database.session() as session:
+            reply = await ConversationRepository(session).get_owned_message(principal.user_id, message_id)
+        if reply is None or reply.role != "assistant":
+            raise NotFound(MESSAGE_NOT_FOUND, param="message_id")
+        if reply.status != "streaming" or reply.job_id is None:
+            return ChatTurn.replay(None, MessageOut.from_row(reply), with_text=False)
+        stream = self._generation.attach(reply.job_id, reply.model or "", after=after)
+        return ChatTurn(
+            user_message=None,
+            reply_id=message_id,
+            stream=stream,
+            wait_stored=lambda: self.wait_stored(message_id, timeout_s=STORED_WAIT_S),
+        )
+
+    async def wait_stored(self, reply_id: str, *, timeout_s: float) -> MessageOut:
+        """The reply once stored by whichever gateway keeps it (as it is, if that takes over `timeout_s`)."""
+        stored = await self.keeper.wait_stored(reply_id, timeout_s)
+        if stored is not None:
+            return stored
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            async with self._database.session() as session:
+                row = await ConversationRepository(session).get_message_by_id(reply_id)
+            if row is None:
+                raise NotFound("The reply was deleted while it was being generated.")
+            if row.status != "streaming" or asyncio.get_running_loop().time() >= deadline:
+                return MessageOut.from_row(row)
+            await asyncio.sleep(0.1)
+
+    async def recover_orphans(self, *, limit: int = 100) -> int:
+        """Adopt `streaming` replies that no gateway keeps any more; returns how many were taken.
+
+        With a shared stream store the job may still be running (or finished)
+        on a worker: the reply is read from its stream and stored. In one
+        process, a reply not kept here died with an earlier run of the server.
+        """
+        async with self._database.session() as session:
+            rows = await ConversationRepository(session).streaming_replies(
+                started_before=utcnow() - RECOVERY_GRACE, limit=limit
+            )
+        taken = 0
+        for row in rows:
+            if row.id in self.keeper or row.job_id is None:
+                continue
+            if not self._is_shared:
+                await self._store_reply(row.id, row.job_id, ReplyOutcome(row.content, "error", "error"))
+                taken += 1
+                continue
+            stream = self._generation.attach(row.job_id, row.model or "")
+            if await self.keeper.adopt(row.id, stream):
+                taken += 1
+        return taken
 
     async def _start(
         self, principal: Principal, conversation_id: str, action: TurnAction, key: str | None
@@ -168,19 +253,15 @@ class ChatService:
                 history=plan.history,
                 max_tokens=plan.parameters.max_tokens,
             )
-            self._running.begin(plan.reply_id)
+            job_id = new_id()
             try:
-                user_message = await self._write(principal, conversation_id, action, plan, key)
+                user_message = await self._write(principal, conversation_id, action, plan, key, job_id)
             except IntegrityError:
-                self._running.end(plan.reply_id, None)
                 if key is None or attempt > 0:
                     raise
                 # Most likely a racing retry stored this key first: plan again from its rows.
                 continue
-            except BaseException:
-                self._running.end(plan.reply_id, None)
-                raise
-            return await self._submit(principal, plan, fitted, user_message)
+            return await self._submit(principal, plan, fitted, user_message, job_id)
         raise AssertionError("unreachable")
 
     async def _plan_inputs(
@@ -203,7 +284,13 @@ class ChatService:
         )
 
     async def _write(
-        self, principal: Principal, conversation_id: str, action: TurnAction, plan: TurnPlan, key: str | None
+        self,
+        principal: Principal,
+        conversation_id: str,
+        action: TurnAction,
+        plan: TurnPlan,
+        key: str | None,
+        job_id: str,
     ) -> MessageOut:
         """Store the turn's rows (commit) and return the user message it answers."""
         async with self._database.session() as session:
@@ -212,7 +299,7 @@ class ChatService:
             user_message = plan.user_message
             if not plan.is_new_reply:
                 assert user_message is not None
-                if not await repository.claim_for_retry(plan.reply_id, model=plan.model.name):
+                if not await repository.claim_for_retry(plan.reply_id, model=plan.model.name, job_id=job_id):
                     raise Conflict(STILL_STREAMING)
             else:
                 if user_message is None:
@@ -232,7 +319,7 @@ class ChatService:
                 # A regeneration's key marks its reply; a message's key marks the user message.
                 reply_key = key if action.kind == "regenerate" else None
                 reply = _new_reply(
-                    plan.reply_id, user_message, plan.model.name, reply_key, after=plan.newest_at
+                    plan.reply_id, user_message, plan.model.name, reply_key, job_id, after=plan.newest_at
                 )
                 await repository.add(reply)
                 conversation.current_leaf_id = reply.id
@@ -242,64 +329,74 @@ class ChatService:
         return MessageOut.from_row(user_message)
 
     async def _submit(
-        self, principal: Principal, plan: TurnPlan, fitted: FittedPrompt, user_message: MessageOut
+        self,
+        principal: Principal,
+        plan: TurnPlan,
+        fitted: FittedPrompt,
+        user_message: MessageOut,
+        job_id: str,
     ) -> ChatTurn:
         request = to_generation_request(
-            model=plan.model.name, messages=fitted.messages, parameters=plan.parameters
+            model=plan.model.name, messages=fitted.messages, parameters=plan.parameters, request_id=job_id
         )
         try:
-            stream = await self._generation.submit(request, priority=Priority.INTERACTIVE)
+            stream = await self._generation.submit(
+                request, priority=Priority.INTERACTIVE, cancel_on_close=False
+            )
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            await self.finish_reply(plan.reply_id, ReplyOutcome("", status, status))
+            await self._store_reply(plan.reply_id, job_id, ReplyOutcome("", status, status))
             raise
-        await self._running.attach(plan.reply_id, stream)
+        self._usage_owners[plan.reply_id] = (principal, plan.model.name)
+        await self.keeper.keep(plan.reply_id, stream)
         return ChatTurn(
             user_message=user_message,
             reply_id=plan.reply_id,
-            stream=stream,
-            finish=self._finisher(principal, plan.model.name),
+            stream=self._generation.attach(job_id, plan.model.name),
+            wait_stored=lambda: self.wait_stored(plan.reply_id, timeout_s=STORED_WAIT_S),
             context=fitted.report,
         )
 
-    def _finisher(self, principal: Principal, model: str) -> FinishReply:
-        async def finish(reply_id: str, outcome: ReplyOutcome) -> MessageOut:
-            if outcome.usage is not None and self._policy.record_usage is not None:
-                self._policy.record_usage(principal, model, outcome.usage)
-            return await self.finish_reply(reply_id, outcome)
-
-        return finish
-
-    async def finish_reply(self, reply_id: str, outcome: ReplyOutcome) -> MessageOut:
+    async def _store_reply(self, reply_id: str, job_id: str, outcome: ReplyOutcome) -> MessageOut | None:
         """Store a reply's final state in a task the service owns, safe from the caller's cancellation."""
-        task = asyncio.create_task(self._write_reply(reply_id, outcome), name=f"finish-reply-{reply_id}")
+        owner = self._usage_owners.pop(reply_id, None)
+        if owner is not None and outcome.usage is not None and self._policy.record_usage is not None:
+            self._policy.record_usage(owner[0], owner[1], outcome.usage)
+        task = asyncio.create_task(
+            self._write_reply(reply_id, job_id, outcome), name=f"store-reply-{reply_id}"
+        )
         self._reply_writes.add(task)
         task.add_done_callback(self._reply_written)
         return await asyncio.shield(task)
 
-    async def _write_reply(self, reply_id: str, outcome: ReplyOutcome) -> MessageOut:
-        stored: MessageOut | None = None
+    async def _write_reply(self, reply_id: str, job_id: str, outcome: ReplyOutcome) -> MessageOut | None:
         title_job: TitleJob | None = None
-        try:
-            async with self._database.session() as session:
-                repository = ConversationRepository(session)
-                reply = await repository.get_message_by_id(reply_id)
-                if reply is None:
-                    raise NotFound("The reply was deleted while it was being generated.")
-                reply.content = outcome.text
-                reply.status = outcome.status
-                reply.finish_reason = outcome.finish_reason
-                if outcome.usage is not None:
-                    reply.prompt_tokens = outcome.usage.prompt_tokens
-                    reply.completion_tokens = outcome.usage.completion_tokens
-                title_job = await self._title_job(repository, reply) if outcome.status == "complete" else None
-                await session.commit()
+        async with self._database.session() as session:
+            repository = ConversationRepository(session)
+            usage = outcome.usage
+            is_ours = await repository.finish_streaming(
+                reply_id,
+                job_id,
+                content=outcome.text,
+                status=outcome.status,
+                finish_reason=outcome.finish_reason,
+                prompt_tokens=usage.prompt_tokens if usage is not None else None,
+                completion_tokens=usage.completion_tokens if usage is not None else None,
+            )
+            reply = await repository.get_message_by_id(reply_id)
+            if reply is None:
+                return None
+            if is_ours and outcome.status == "complete":
+                title_job = await self._title_job(repository, reply)
+            await session.commit()
             stored = MessageOut.from_row(reply)
-        finally:
-            self._running.end(reply_id, stored)
-        log.info(
-            "reply_stored", message_id=reply_id, status=outcome.status, finish_reason=outcome.finish_reason
-        )
+        if is_ours:
+            log.info(
+                "reply_stored",
+                message_id=reply_id,
+                status=outcome.status,
+                finish_reason=outcome.finish_reason,
+            )
         if title_job is not None:
             self.titles.schedule(title_job)
         return stored
@@ -320,20 +417,21 @@ class ChatService:
             answer=reply.content,
         )
 
-    def _reply_written(self, task: asyncio.Task[MessageOut]) -> None:
+    def _reply_written(self, task: asyncio.Task[MessageOut | None]) -> None:
         self._reply_writes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("reply_store_failed", error_type=type(task.exception()).__name__)
 
     async def aclose(self) -> None:
-        """Wait for replies still being stored (a shutdown must not lose a finished answer), stop titles."""
+        """Hand kept replies over (or store them), wait for replies being stored, stop titles."""
+        await self.keeper.aclose()
         if self._reply_writes:
             await asyncio.gather(*self._reply_writes, return_exceptions=True)
         await self.titles.aclose()
 
 
 def _new_reply(
-    reply_id: str, user_message: Message, model: str, key: str | None, *, after: datetime | None
+    reply_id: str, user_message: Message, model: str, key: str | None, job_id: str, *, after: datetime | None
 ) -> Message:
     previous = user_message.created_at if after is None else max(after, user_message.created_at)
     return Message(
@@ -345,6 +443,7 @@ def _new_reply(
         model=model,
         status="streaming",
         idempotency_key=key,
+        job_id=job_id,
         created_at=_after(previous),
     )
 

@@ -174,9 +174,9 @@ class ContextWindow:
 
 
 def to_generation_request(
-    *, model: str, messages: Sequence[ChatMessage], parameters: TurnParameters
+    *, model: str, messages: Sequence[ChatMessage], parameters: TurnParameters, request_id: str | None = None
 ) -> GenerationRequest:
     params = SamplingParams(max_tokens=parameters.max_tokens, temperature=parameters.temperature)
     return GenerationRequest(
-        request_id=uuid.uuid4().hex, model=model, messages=tuple(messages), params=params
+        request_id=request_id or uuid.uuid4().hex, model=model, messages=tuple(messages), params=params
     )

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -91,6 +92,12 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_conversation_id_created_at", "conversation_id", "created_at"),
+        Index(
+            "ix_messages_streaming",
+            "created_at",
+            postgresql_where=text("status = 'streaming'"),
+            sqlite_where=text("status = 'streaming'"),
+        ),
         UniqueConstraint("conversation_id", "idempotency_key"),
         CheckConstraint("role IN ('system', 'user', 'assistant')", name="role"),
         CheckConstraint(
@@ -109,4 +116,6 @@ class Message(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX_LENGTH))
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    """The broker job generating this reply (while `streaming`); its stream can be read from any gateway."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -99,13 +99,64 @@ class ConversationRepository:
             self._messages_of(user_id, conversation_id).where(Message.idempotency_key == key)
         )
 
-    async def claim_for_retry(self, message_id: str, *, model: str) -> bool:
+    async def finish_streaming(
+        self,
+        message_id: str,
+        job_id: str | None,
+        *,
+        content: str,
+        status: str,
+        finish_reason: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> bool:
+        """Store a reply's final state once: only while it is still `streaming` by job `job_id`.
+
+        Several gateways may try to store the same reply (its own, and one that
+        recovered it after a crash); the condition makes exactly one of them win.
+        """
+        result = await self._session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == "streaming", Message.job_id == job_id)
+            .values(
+                content=content,
+                status=status,
+                finish_reason=finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        )
+        assert isinstance(result, CursorResult)
+        return result.rowcount == 1
+
+    async def streaming_replies(self, *, started_before: datetime, limit: int) -> list[Message]:
+        """Replies still marked `streaming` (served by a partial index): candidates for recovery."""
+        rows = await self._session.scalars(
+            select(Message)
+            .where(Message.status == "streaming", Message.created_at < started_before)
+            .order_by(Message.created_at)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def get_owned_message(self, user_id: str, message_id: str) -> Message | None:
+        """A message by id, if it belongs to a live conversation of `user_id`."""
+        return await self._session.scalar(
+            select(Message)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(
+                Message.id == message_id, Conversation.user_id == user_id, Conversation.deleted_at.is_(None)
+            )
+        )
+
+    async def claim_for_retry(self, message_id: str, *, model: str, job_id: str) -> bool:
         """Reset a cancelled or failed reply to `streaming`; False if another request got it first."""
         result = await self._session.execute(
             update(Message)
             .where(Message.id == message_id, Message.status.in_(("cancelled", "error")))
             .values(
                 status="streaming",
+                job_id=job_id,
                 content="",
                 model=model,
                 finish_reason=None,

@@ -1,16 +1,15 @@
-"""One chat turn in flight: the stored user message, then the assistant reply as it streams.
+"""One chat turn as a client sees it: the stored user message, then the reply as it streams.
 
-The reply is persisted when the stream ends, however it ends: complete, failed,
-or cut short because the client left or a stop request cancelled the job (the
-partial text is kept as `cancelled`). That last write runs in a task the service owns and is awaited
-through `asyncio.shield`, so the cancellation that a client disconnect
-delivers cannot interrupt it halfway.
+The turn only reads: the reply's keeper (`keeper.py`) stores it when the
+stream ends, however it ends (complete, failed, or stopped: the partial text
+is kept as `cancelled`), whether or not the client is still there. A client
+that drops resumes with a turn made by `ChatService.resume` on any gateway.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from ziggurat.application.conversations.context import ContextReport
@@ -29,18 +28,12 @@ class TurnEnd:
     message: MessageOut
 
 
-TurnEvent = TextDelta | TurnEnd
-
-
 @dataclass(slots=True, frozen=True)
 class ReplyOutcome:
     text: str
     status: str
     finish_reason: str
     usage: Usage | None = None
-
-
-FinishReply = Callable[[str, ReplyOutcome], Awaitable[MessageOut]]
 
 
 def outcome_of(text: str, end: GenerationEnd | None) -> ReplyOutcome:
@@ -55,36 +48,53 @@ def outcome_of(text: str, end: GenerationEnd | None) -> ReplyOutcome:
     return ReplyOutcome(text, status, end.finish_reason, usage)
 
 
-class ChatTurn:
-    """Iterate `events()` once: `TextDelta`s, then one `TurnEnd` (or `UpstreamFailed` is raised).
+@dataclass(slots=True, frozen=True)
+class TurnDelta:
+    """A piece of the reply and the stream entry it came from (the id a client resumes after)."""
 
-    Leaving early cancels the generation and stores the partial reply. Call
-    `aclose()` when done (it is idempotent): it also settles a turn whose
-    events were never read.
+    text: str
+    entry_id: str
+
+
+TurnEvent = TurnDelta | TurnEnd
+
+WaitStored = Callable[[], Awaitable[MessageOut]]
+
+
+class ChatTurn:
+    """Iterate `events()` once: `TurnDelta`s, then one `TurnEnd` (or `UpstreamFailed` is raised).
+
+    The reply is generated and stored whether or not anyone reads the events:
+    leaving early only stops this reader (the stop endpoint cancels a reply).
+    `user_message` is None for a resumed stream.
     """
 
     def __init__(
         self,
         *,
-        user_message: MessageOut,
+        user_message: MessageOut | None,
         reply_id: str,
         stream: GenerationStream | None = None,
-        finish: FinishReply | None = None,
+        wait_stored: WaitStored | None = None,
         stored_reply: MessageOut | None = None,
         context: ContextReport | None = None,
+        replay_text: bool = True,
     ) -> None:
         self.user_message = user_message
         self.reply_id = reply_id
         self.context = context
         self._stream = stream
-        self._finish = finish
+        self._wait_stored = wait_stored
         self._stored_reply = stored_reply
+        self._replay_text = replay_text
         self._is_started = False
 
     @classmethod
-    def replay(cls, user_message: MessageOut, reply: MessageOut) -> ChatTurn:
-        """A turn that was already answered: its events replay the stored reply at once."""
-        return cls(user_message=user_message, reply_id=reply.id, stored_reply=reply)
+    def replay(
+        cls, user_message: MessageOut | None, reply: MessageOut, *, with_text: bool = True
+    ) -> ChatTurn:
+        """A turn already answered: its events give the stored reply at once (`with_text`: as a delta too)."""
+        return cls(user_message=user_message, reply_id=reply.id, stored_reply=reply, replay_text=with_text)
 
     @property
     def is_replay(self) -> bool:
@@ -95,49 +105,23 @@ class ChatTurn:
             raise RuntimeError("a chat turn's events can be read once")
         self._is_started = True
         if self._stored_reply is not None:
-            if self._stored_reply.content:
-                yield TextDelta(self._stored_reply.content)
+            if self._stored_reply.content and self._replay_text:
+                yield TurnDelta(self._stored_reply.content, "0-0")
             yield TurnEnd(self._stored_reply)
             return
-        assert self._stream is not None and self._finish is not None
-        parts: list[str] = []
+        assert self._stream is not None and self._wait_stored is not None
         end: GenerationEnd | None = None
-        outcome = ReplyOutcome("", "cancelled", "cancelled")
-        events = self._stream.events()
-        try:
-            try:
-                async for event in events:
-                    if isinstance(event, TextDelta):
-                        parts.append(event.text)
-                        yield event
-                    else:
-                        end = event
-            finally:
-                # Closing the generation's stream at once (not at garbage collection) cancels the job.
-                await _close(events)
-            outcome = outcome_of("".join(parts), end)
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = ReplyOutcome("".join(parts), "cancelled", "cancelled")
-            raise
-        except BaseException:
-            outcome = ReplyOutcome("".join(parts), "error", "error")
-            raise
-        finally:
-            stored = await self._finish(self.reply_id, outcome)
-        if outcome.status == "error":
+        async with aclosing(self._stream.entries()) as entries:
+            async for entry in entries:
+                if isinstance(entry.event, TextDelta):
+                    yield TurnDelta(entry.event.text, entry.entry_id)
+                else:
+                    end = entry.event
+        stored = await self._wait_stored()
+        if stored.status == "error":
             raise UpstreamFailed((end.error if end is not None else None) or _FAILED)
         yield TurnEnd(stored)
 
     async def aclose(self) -> None:
-        if self._is_started:
-            return
+        """Nothing to settle: the reply's keeper stores it. Kept for callers that close turns."""
         self._is_started = True
-        if self._stream is not None and self._finish is not None:
-            await self._stream.cancel()
-            await self._finish(self.reply_id, ReplyOutcome("", "cancelled", "cancelled"))
-
-
-async def _close(iterator: AsyncIterator[object]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()

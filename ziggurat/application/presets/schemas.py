@@ -48,6 +48,5 @@ class PresetOut(BaseModel):
     updated_at: datetime
 
 
-
 class PresetList(BaseModel):
     data: list[PresetOut]

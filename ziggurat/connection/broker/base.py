@@ -44,7 +44,7 @@ class Delivery(Protocol):
     def job(self) -> Job: ...
 
     async def ack(self) -> None:
-        """The job is done (its final event is written). Idempotent; errors after a lost connection are swallowed."""
+        """The job is done (its final event is written). Idempotent; a lost connection's error is ignored."""
         ...
 
     async def release(self) -> None:

@@ -8,8 +8,10 @@ stream started, `error` with the usual error body. Unlike `/v1`, no `[DONE]`
 line follows: these events are named, and a bare `data: [DONE]` would reach
 browser `EventSource` listeners as a `message` event.
 
-Leaving a stream cancels its generation (the partial reply is kept as
-`cancelled`); so does `POST .../stop`, from any connection.
+Each `delta` carries an SSE `id`: a client that loses the connection resumes
+with `GET /api/messages/{reply_id}/stream` and `Last-Event-ID` (any gateway),
+because leaving a stream does not stop the reply: it goes on being generated
+and stored. `POST .../stop` stops it, from any connection.
 """
 
 from __future__ import annotations
@@ -36,12 +38,11 @@ from ziggurat.application.conversations.schemas import (
     MessageOut,
     SearchResults,
 )
-from ziggurat.application.conversations.turn import ChatTurn
+from ziggurat.application.conversations.turn import ChatTurn, TurnDelta
 from ziggurat.connection.http.deps import ApplicationDep, ChatPrincipalDep
 from ziggurat.connection.http.errors import body_for, error_body
 from ziggurat.connection.http.sse import encode_event, sse_response
 from ziggurat.errors import ZigguratError
-from ziggurat.model.engine import TextDelta
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -175,19 +176,20 @@ async def stop_reply(
 
 
 async def stream_turn(turn: ChatTurn) -> AsyncIterator[bytes]:
-    """The SSE frames of one turn. Leaving early (client gone) cancels the generation."""
+    """The SSE frames of one turn (or of a resumed reply, which has no `message` event)."""
     try:
-        started = {
-            "user_message": turn.user_message.model_dump(mode="json"),
-            "assistant_message_id": turn.reply_id,
-            "replayed": turn.is_replay,
-            "context": turn.context.as_dict() if turn.context is not None else None,
-        }
-        yield encode_event(started, event="message")
+        if turn.user_message is not None:
+            started = {
+                "user_message": turn.user_message.model_dump(mode="json"),
+                "assistant_message_id": turn.reply_id,
+                "replayed": turn.is_replay,
+                "context": turn.context.as_dict() if turn.context is not None else None,
+            }
+            yield encode_event(started, event="message")
         async with aclosing(turn.events()) as events:
             async for event in events:
-                if isinstance(event, TextDelta):
-                    yield encode_event({"content": event.text}, event="delta")
+                if isinstance(event, TurnDelta):
+                    yield encode_event({"content": event.text}, event="delta", event_id=event.entry_id)
                 else:
                     yield encode_event(event.message.model_dump(mode="json"), event="done")
     except ZigguratError as exc:

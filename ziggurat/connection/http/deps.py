@@ -15,8 +15,8 @@ from fastapi import Depends, Request
 from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal
 from ziggurat.application.container import Application
 from ziggurat.config import Settings
-from ziggurat.connection.broker.base import Broker
-from ziggurat.errors import Forbidden, Unauthenticated
+from ziggurat.connection.broker.broker import Broker
+from ziggurat.errors import Forbidden, NotFound, Unauthenticated
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import HealthService
 from ziggurat.service.metrics import Metrics
@@ -34,7 +34,7 @@ class Services:
     broker: Broker
     generation: GenerationService
     health: HealthService
-    application: Application
+    application: Application | None
     engines: list[Engine] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
 
@@ -64,7 +64,10 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def get_application(request: Request) -> Application:
-    return _services(request).application
+    application = _services(request).application
+    if application is None:  # a worker process: its app has no application routes
+        raise NotFound("This process is a worker; it serves no application routes.")
+    return application
 
 
 ApplicationDep = Annotated[Application, Depends(get_application)]

@@ -18,7 +18,11 @@ _FINISH_REASONS = frozenset({"stop", "length", "cancelled", "error"})
 def encode(item: Appendable) -> dict[str, str]:
     if isinstance(item, Chunk):
         return {"t": item.text, "n": str(item.tokens)}
-    fields = {"f": item.finish_reason, "p": str(item.usage.prompt_tokens), "c": str(item.usage.completion_tokens)}
+    fields = {
+        "f": item.finish_reason,
+        "p": str(item.usage.prompt_tokens),
+        "c": str(item.usage.completion_tokens),
+    }
     if item.error is not None:
         fields["x"] = item.error
     return fields

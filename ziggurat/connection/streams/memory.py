@@ -102,8 +102,10 @@ class MemoryStreams:
         stream.touched_at = time.monotonic()
         deltas = [e for e in stream.entries if isinstance(e.event, TextDelta)]
         text = "".join(e.event.text for e in deltas if isinstance(e.event, TextDelta))
-        status = "cancelled" if stream.cancelled.is_set() else "run"
-        return Claim(status, stream.epoch, text, sum(e.tokens for e in deltas))
+        tokens = sum(e.tokens for e in deltas)
+        if stream.cancelled.is_set():
+            return Claim("cancelled", stream.epoch, text, tokens)
+        return Claim("run", stream.epoch, text, tokens)
 
     async def append(self, batch: Mapping[str, tuple[int, Sequence[Appendable]]]) -> dict[str, AppendStatus]:
         statuses: dict[str, AppendStatus] = {}

@@ -114,7 +114,9 @@ class DemoEngine:
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), prompt_text)
         usage_prompt = await self.count_tokens(request.messages)
         max_tokens = request.params.max_tokens or self._default_max_tokens
-        tokens = _TOKEN_PATTERN.findall(compose_reply(last_user, seed=request.params.seed))
+        tokens = _skip_continuation(
+            _TOKEN_PATTERN.findall(compose_reply(last_user, seed=request.params.seed)), request.continuation
+        )
         self.started_count += 1
         self.active_count += 1
         emitted: list[str] = []
@@ -147,6 +149,16 @@ class DemoEngine:
             raise
         finally:
             self.active_count -= 1
+
+
+def _skip_continuation(tokens: list[str], continuation: str) -> list[str]:
+    """The tokens after `continuation` (the answer a previous worker already sent)."""
+    if not continuation:
+        return tokens
+    answer = "".join(tokens)
+    if not answer.startswith(continuation):
+        return tokens  # not our answer's beginning (the prompt changed?): nothing sensible to skip
+    return _TOKEN_PATTERN.findall(answer[len(continuation) :])
 
 
 def _stop_position(text: str, stops: tuple[str, ...]) -> int | None:

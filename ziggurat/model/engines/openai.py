@@ -307,12 +307,18 @@ def to_chat_completion_request(
 ) -> dict[str, object]:
     """The OpenAI `/chat/completions` body for `request`, always streamed with usage."""
     params = request.params
+    messages = [{"role": message.role, "content": message.content} for message in request.messages]
     body: dict[str, object] = {
         "model": remote_model,
-        "messages": [{"role": message.role, "content": message.content} for message in request.messages],
+        "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if request.continuation:
+        # Resume an answer another worker started: vLLM and SGLang continue the final assistant message.
+        messages.append({"role": "assistant", "content": request.continuation})
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     # Unset sampling fields stay unset, so the remote server applies the model's own defaults.
     if params.temperature is not None:
         body["temperature"] = params.temperature

@@ -198,7 +198,7 @@ class TransformersEngine:
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         loaded, decode_loop = self._running()
         _check_params(request.params)
-        prompt_ids = await asyncio.to_thread(self._encode, loaded, request.messages)
+        prompt_ids = await asyncio.to_thread(self._encode, loaded, request.messages, request.continuation)
         buffer = _EventBuffer()
         sequence = self._sequence(loaded, request, prompt_ids, buffer)
         decode_loop.submit(sequence)
@@ -227,15 +227,17 @@ class TransformersEngine:
             raise UpstreamFailed("The transformers engine is not running.")
         return self._loaded, self._decode_loop
 
-    def _render(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+    def _render(
+        self, loaded: LoadedModel, messages: Sequence[ChatMessage], continuation: str = ""
+    ) -> list[int]:
         try:
             with self._tokenizer_lock:
-                return encode_chat(loaded.tokenizer, messages)
+                return encode_chat(loaded.tokenizer, messages, continuation)
         except TemplateError as exc:
             raise InvalidRequest(f"The model's chat template rejected the messages: {exc}") from exc
 
-    def _encode(self, loaded: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
-        prompt_ids = self._render(loaded, messages)
+    def _encode(self, loaded: LoadedModel, messages: Sequence[ChatMessage], continuation: str) -> list[int]:
+        prompt_ids = self._render(loaded, messages, continuation)
         if len(prompt_ids) >= loaded.context_length:
             raise InvalidRequest(
                 f"The prompt is {len(prompt_ids)} tokens long, but the model's context holds "

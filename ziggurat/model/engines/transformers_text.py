@@ -56,15 +56,21 @@ def render_fallback_prompt(messages: Sequence[ChatMessage]) -> str:
     return turns + "Assistant:"
 
 
-def encode_chat(tokenizer: ChatTokenizer, messages: Sequence[ChatMessage]) -> list[int]:
-    """Token ids of the prompt, ending where the assistant's answer begins."""
+def encode_chat(
+    tokenizer: ChatTokenizer, messages: Sequence[ChatMessage], continuation: str = ""
+) -> list[int]:
+    """Token ids of the prompt, ending where the assistant's answer begins.
+
+    `continuation` (the start of an answer another worker already sent) is
+    appended after the generation prompt, so the model goes on from there.
+    """
     if has_chat_template(tokenizer):
         conversation = [{"role": message.role, "content": message.content} for message in messages]
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         # The template writes its own BOS and role markers; adding special tokens would double them.
-        encoded = tokenizer(str(text), add_special_tokens=False)
+        encoded = tokenizer(str(text) + continuation, add_special_tokens=False)
     else:
-        encoded = tokenizer(render_fallback_prompt(messages), add_special_tokens=True)
+        encoded = tokenizer(render_fallback_prompt(messages) + continuation, add_special_tokens=True)
     return [int(token_id) for token_id in encoded["input_ids"]]
 
 
