@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ziggurat import __version__
@@ -216,7 +217,6 @@ def check_topology(settings: Settings) -> None:
         )
 
 
-RECOVERY_INTERVAL_S = 5.0
 MODEL_REFRESH_S = 2.0
 MODEL_ADVERTISE_TTL_S = 15.0
 
@@ -273,7 +273,9 @@ async def open_services(
         elif redis_client is not None:
             shared_models = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
             if runs_api:
+                await _refresh_quietly(shared_models)
                 supervisor.spawn(shared_models.watch(MODEL_REFRESH_S), name="model-directory")
+                health_service.add_check("models", _has_models(shared_models))
             models = shared_models
         else:
             models = StaticModels([])
@@ -294,7 +296,10 @@ async def open_services(
             health_service.add_check("database", application.database.ping)
             if settings.conversations.purge_interval_s > 0:
                 supervisor.spawn(_purge_periodically(application, settings), name="purge-deleted")
-            supervisor.spawn(_recover_periodically(application), name="recover-replies")
+            supervisor.spawn(
+                _recover_periodically(application, settings.conversations.recovery_interval_s),
+                name="recover-replies",
+            )
         yield Services(
             settings=settings,
             metrics=metrics,
@@ -307,11 +312,32 @@ async def open_services(
         )
 
 
+async def _refresh_quietly(directory: RedisModels) -> None:
+    with suppress(RedisError, OSError):
+        await directory.refresh()
+
+
+def _has_models(directory: ModelDirectory) -> Check:
+    """A gateway is ready to serve once some worker has advertised a model."""
+
+    async def check() -> bool:
+        return bool(directory.models())
+
+    return check
+
+
 def _keeping(settings: Settings, redis_client: Redis | None, instance: str) -> KeeperPolicy:
     if redis_client is None:
         return local_keeping()
     leases = RedisLeases(redis_client, prefix=settings.broker.redis_prefix)
-    return KeeperPolicy(leases=leases, holder=instance, is_shared=True)
+    conversations = settings.conversations
+    return KeeperPolicy(
+        leases=leases,
+        holder=instance,
+        is_shared=True,
+        lease_ttl_s=conversations.reply_lease_s,
+        recovery_grace_s=conversations.recovery_grace_s,
+    )
 
 
 Advertiser = Callable[[Engine], Coroutine[None, None, None]] | None
@@ -329,14 +355,14 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
     return advertise
 
 
-async def _recover_periodically(application: Application) -> None:
+async def _recover_periodically(application: Application, interval_s: float) -> None:
     """Adopt replies whose gateway died (or, in one process, that an earlier run left behind)."""
     while True:
         try:
             await application.chat.recover_orphans()
         except Exception as exc:  # a database or Redis hiccup must not end the timer
             log.warning("reply_recovery_failed", error_type=type(exc).__name__)
-        await asyncio.sleep(RECOVERY_INTERVAL_S)
+        await asyncio.sleep(interval_s)
 
 
 def _readiness_of(engine: Engine) -> Check:

@@ -166,6 +166,18 @@ class ConversationSettings(BaseModel):
     purge_interval_s: float = Field(
         default=3600, ge=0, description="How often the server purges on its own; 0 leaves it to the command."
     )
+    reply_lease_s: PositiveFloat = Field(
+        default=15.0,
+        description="A gateway's claim on a reply it stores (renewed every third); then others adopt it.",
+    )
+    recovery_interval_s: PositiveFloat = Field(
+        default=5.0, description="How often a gateway looks for replies whose gateway went away."
+    )
+    recovery_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Replies younger than this are never adopted (their gateway is starting).",
+    )
 
 
 class HttpSettings(BaseModel):

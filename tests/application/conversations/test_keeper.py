@@ -16,7 +16,6 @@ from tests.application.conversations.conftest import consume, stored_message
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application, build_application, close_application
-from ziggurat.application.conversations import chat as chat_module
 from ziggurat.application.conversations.chat import KeeperPolicy
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.schemas import ConversationCreate, MessageCreate
@@ -39,7 +38,7 @@ def _gateway(
     generation: GenerationService,
     passwords: PasswordHasher,
 ) -> Application:
-    keeping = KeeperPolicy(leases=leases, holder=name, is_shared=True, lease_ttl_s=0.3)
+    keeping = KeeperPolicy(leases=leases, holder=name, is_shared=True, lease_ttl_s=0.3, recovery_grace_s=0)
     return build_application(
         settings, database=database, generation=generation, passwords=passwords, keeping=keeping
     )
@@ -81,9 +80,7 @@ async def test_a_reply_whose_gateway_stopped_is_adopted_and_stored_once(
     alice: Principal,
     engine: ScriptedEngine,
     database: Database,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(chat_module, "RECOVERY_GRACE", chat_module.timedelta(0))
     engine.reply = " ".join(f"w{i}" for i in range(30))
     engine.inter_token_s = 0.01
     conversation = await application.conversations.create(alice, ConversationCreate())

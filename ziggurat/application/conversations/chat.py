@@ -65,8 +65,6 @@ TITLE_FROM_MESSAGE_CHARS = 80
 STOP_WAIT_S = 10.0
 STORED_WAIT_S = 30.0
 """How long a reader waits, after the stream ended, for the reply to be stored (by any gateway)."""
-RECOVERY_GRACE = timedelta(seconds=30)
-"""A `streaming` reply younger than this is left alone by recovery (its gateway is just starting it)."""
 
 UsageSink = Callable[[Principal, str, Usage], None]
 
@@ -88,6 +86,8 @@ class KeeperPolicy:
     holder: str
     is_shared: bool
     lease_ttl_s: float = 15.0
+    recovery_grace_s: float = 30.0
+    """A `streaming` reply younger than this is left alone by recovery (its gateway is just starting it)."""
 
 
 class ChatService:
@@ -109,6 +109,7 @@ class ChatService:
         self.titles = titles
         self._policy = policy
         self._is_shared = keeping.is_shared
+        self._recovery_grace = timedelta(seconds=keeping.recovery_grace_s)
         self.keeper = ReplyKeeper(
             leases=keeping.leases,
             holder=keeping.holder,
@@ -225,7 +226,7 @@ class ChatService:
         """
         async with self._database.session() as session:
             rows = await ConversationRepository(session).streaming_replies(
-                started_before=utcnow() - RECOVERY_GRACE, limit=limit
+                started_before=utcnow() - self._recovery_grace, limit=limit
             )
         taken = 0
         for row in rows:
