@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -30,10 +31,14 @@ from ziggurat.config import EngineSettings, Settings
 from ziggurat.connection.broker.base import JobQueue
 from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.broker.memory import MemoryJobQueue
+from ziggurat.connection.cache.kv import KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore
+from ziggurat.connection.cache.response import ResponseCache
+from ziggurat.connection.cache.session import SessionCache
 from ziggurat.connection.http import admin, auth, conversations, feedback, health, messages, openai, presets
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
+from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
 from ziggurat.connection.models import ModelDirectory, RedisModels, StaticModels
 from ziggurat.connection.streams.base import EventStreams
@@ -48,6 +53,9 @@ from ziggurat.service.health import Check, HealthService
 from ziggurat.service.metrics import Metrics
 from ziggurat.supervisor import Supervisor
 from ziggurat.telemetry import get_logger
+
+if TYPE_CHECKING:
+    from ziggurat.connection.cache.semantic import VectorIndex
 
 log = get_logger(__name__)
 
@@ -208,6 +216,43 @@ def _log_only(message: str) -> None:
     """Default fatal handler: stay up (not ready) so the operator can read /readyz and the logs."""
 
 
+async def open_caches(
+    settings: Settings, redis_client: Redis | None
+) -> tuple[ResponseCache | None, SessionCache]:
+    """The response cache (if enabled) and the session cache: in memory, or in Redis when it is configured."""
+    cache = settings.cache
+    prefix = f"{settings.broker.redis_prefix}:cache"
+
+    def store(max_entries: int, name: str) -> KeyValueStore:
+        if redis_client is None:
+            return MemoryKeyValueStore(max_entries)
+        return RedisKeyValueStore(redis_client, f"{prefix}:{name}", name=name)
+
+    sessions = SessionCache(store(cache.session_max_conversations, "sessions"), ttl_s=cache.session_ttl_s)
+    if not cache.response_enabled:
+        return None, sessions
+    semantic = None
+    if cache.semantic_enabled:
+        from ziggurat.connection.cache.embeddings import MiniLMEmbedder
+        from ziggurat.connection.cache.semantic import MemoryVectorIndex, RedisVectorIndex, SemanticMatcher
+
+        index: VectorIndex
+        if redis_client is None:
+            index = MemoryVectorIndex(
+                max_entries=cache.semantic_max_entries, max_total_entries=cache.response_max_entries
+            )
+        else:
+            index = RedisVectorIndex(
+                redis_client, f"{prefix}:vectors", max_entries=cache.semantic_max_entries
+            )
+        semantic = SemanticMatcher(MiniLMEmbedder(), index, threshold=cache.semantic_threshold)
+    responses = ResponseCache(
+        store(cache.response_max_entries, "responses"), ttl_s=cache.response_ttl_s, semantic=semantic
+    )
+    await responses.start()
+    return responses, sessions
+
+
 def check_topology(settings: Settings) -> None:
     """Refuse role/backend combinations that cannot work, before anything is opened."""
     if settings.role != "all" and (settings.broker_url is None or settings.redis_url is None):
@@ -283,7 +328,15 @@ async def open_services(
         counters: dict[str, TokenCounter] = {}
         if isinstance(engine, TokenCounter):
             counters[engine.info.name] = engine
-        generation = GenerationService(broker=broker, models=models, metrics=metrics, token_counters=counters)
+        responses, sessions = await open_caches(settings, redis_client) if runs_api else (None, None)
+        generation = GenerationService(
+            broker=broker,
+            models=models,
+            metrics=metrics,
+            token_counters=counters,
+            responses=responses,
+            share_cache_across_users=settings.cache.share_across_users,
+        )
         metrics.watch_queue_depth(
             lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
         )
@@ -291,12 +344,15 @@ async def open_services(
         if runs_api:
             keeping = _keeping(settings, redis_client, instance)
             application = await stack.enter_async_context(
-                open_application(settings, generation, keeping=keeping)
+                open_application(settings, generation, keeping=keeping, session_cache=sessions)
             )
             health_service.add_check("database", application.database.ping)
+            # Closed before the application (the stack unwinds in reverse): no task outlives the database.
+            application_tasks = Supervisor()
+            stack.push_async_callback(application_tasks.aclose)
             if settings.conversations.purge_interval_s > 0:
-                supervisor.spawn(_purge_periodically(application, settings), name="purge-deleted")
-            supervisor.spawn(
+                application_tasks.spawn(_purge_periodically(application, settings), name="purge-deleted")
+            application_tasks.spawn(
                 _recover_periodically(application, settings.conversations.recovery_interval_s),
                 name="recover-replies",
             )
@@ -392,6 +448,7 @@ def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> Fast
         app.include_router(presets.router)
         app.include_router(feedback.router)
         app.include_router(admin.router)
+        app.include_router(ws_router)
     app.include_router(health.router)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.http.max_request_bytes

@@ -21,6 +21,8 @@ from ziggurat.application.container import Application, build_application, close
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.schema import upgrade_database
 from ziggurat.config import AuthSettings, Settings
+from ziggurat.connection.cache.kv import MemoryKeyValueStore
+from ziggurat.connection.cache.session import SessionCache
 from ziggurat.connection.models import StaticModels
 from ziggurat.model.engine import (
     GenerationEnd,
@@ -128,7 +130,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 async def application(
     settings: Settings, database: Database, generation: GenerationService, passwords: PasswordHasher
 ) -> AsyncIterator[Application]:
-    application = build_application(settings, database=database, generation=generation, passwords=passwords)
+    # Every application test also exercises the write-through session cache of conversations.
+    session_cache = SessionCache(MemoryKeyValueStore(1000), ttl_s=600)
+    application = build_application(
+        settings, database=database, generation=generation, passwords=passwords, session_cache=session_cache
+    )
     try:
         yield application
     finally:

@@ -28,6 +28,7 @@ from ziggurat.application.auth.tokens import AccessTokens
 from ziggurat.application.catalog.service import ModelCatalog
 from ziggurat.application.conversations.chat import ChatPolicy, ChatService, KeeperPolicy
 from ziggurat.application.conversations.context import ContextWindow
+from ziggurat.application.conversations.history import ConversationHistory
 from ziggurat.application.conversations.service import ConversationService
 from ziggurat.application.conversations.titles import TitleWriter
 from ziggurat.application.feedback.service import FeedbackService
@@ -40,6 +41,7 @@ from ziggurat.application.usage.report import UsageReports
 from ziggurat.application.users.invitations import InvitationService
 from ziggurat.application.users.service import UserService
 from ziggurat.config import Settings
+from ziggurat.connection.cache.session import SessionCache
 from ziggurat.connection.leases import MemoryLeases
 from ziggurat.model.engine import Usage
 from ziggurat.service.generation import GenerationService
@@ -83,6 +85,7 @@ def build_application(
     generation: GenerationService,
     passwords: PasswordHasher,
     keeping: KeeperPolicy | None = None,
+    session_cache: SessionCache | None = None,
 ) -> Application:
     """Wire the services around an open database (no I/O)."""
     secret_key = (
@@ -140,6 +143,7 @@ def build_application(
             catalog=catalog,
             usage=usage,
             keeping=keeping or local_keeping(),
+            history=ConversationHistory(session_cache),
         ),
         presets=PresetService(database=database, resolve_model=catalog.resolve),
         feedback=FeedbackService(database=database),
@@ -154,6 +158,7 @@ def _build_chat(
     catalog: ModelCatalog,
     usage: UsageRecorder,
     keeping: KeeperPolicy,
+    history: ConversationHistory,
 ) -> ChatService:
     def record_usage(principal: Principal, model: str, tokens: Usage) -> None:
         usage.record(principal, model, tokens, source="chat")
@@ -171,6 +176,7 @@ def _build_chat(
             history_limit=settings.conversations.history_max_messages,
         ),
         keeping=keeping,
+        history=history,
     )
 
 
@@ -206,6 +212,7 @@ async def open_application(
     *,
     passwords: PasswordHasher | None = None,
     keeping: KeeperPolicy | None = None,
+    session_cache: SessionCache | None = None,
 ) -> AsyncIterator[Application]:
     """Migrate the database to the current schema, then yield the services; close all on exit."""
     url = settings.resolved_database_url
@@ -218,6 +225,7 @@ async def open_application(
             generation=generation,
             passwords=passwords or PasswordHasher(),
             keeping=keeping,
+            session_cache=session_cache,
         )
         log.info("application_opened", database=database.url.get_backend_name())
         try:

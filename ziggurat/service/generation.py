@@ -10,14 +10,16 @@ early cancels the job, which frees the engine slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.broker import Broker
+from ziggurat.connection.cache.response import CachedAnswer, ResponseCache, is_cacheable
 from ziggurat.connection.models import ModelDirectory
 from ziggurat.connection.streams.base import StreamEntry
 from ziggurat.errors import ModelNotFound, Overloaded, UpstreamFailed
@@ -35,6 +37,8 @@ from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
+
+CacheStore = Callable[[str, GenerationEnd], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -55,8 +59,43 @@ class GenerationStream:
     cancel_on_close: bool = True
     is_observed: bool = True
     last_entry_id: str | None = None
+    cached: CachedAnswer | None = None
+    """Set when the answer came from the response cache: no job ran."""
+    cache_store: CacheStore | None = None
+    """Called with the whole text when a cacheable answer completes (the submitting reader only)."""
+
+    @property
+    def cache_status(self) -> str:
+        """`hit`, `miss` (cacheable, generated now) or `bypass` (not cacheable): `x-ziggurat-cache`."""
+        if self.cached is not None:
+            return "hit"
+        return "miss" if self.cache_store is not None else "bypass"
+
+    def another_reader(self) -> GenerationStream:
+        """An independent reader of the same answer from its start (it never cancels the job)."""
+        if self.cached is not None:
+            return dataclasses.replace(self, cache_store=None, is_observed=False, cancel_on_close=False)
+        return dataclasses.replace(
+            self, after=None, cancel_on_close=False, is_observed=False, cache_store=None, last_entry_id=None
+        )
 
     async def entries(self) -> AsyncGenerator[StreamEntry, None]:
+        if self.cached is not None:
+            async for entry in self._replay_cached(self.cached):
+                yield entry
+            return
+        async for entry in self._read_job():
+            yield entry
+
+    async def _replay_cached(self, cached: CachedAnswer) -> AsyncGenerator[StreamEntry, None]:
+        if self.is_observed:
+            self.metrics.time_to_first_token.labels(self.job.request.model).observe(0.0)
+            self._record_end(GenerationEnd(cached.finish_reason, cached.usage), 0.0)
+        if cached.text:
+            yield StreamEntry("0-1", TextDelta(cached.text), cached.usage.completion_tokens)
+        yield StreamEntry("0-2", GenerationEnd(cached.finish_reason, cached.usage))
+
+    async def _read_job(self) -> AsyncGenerator[StreamEntry, None]:
         model = self.job.request.model
         started = self.job.submitted_at
         last_text_at: float | None = None
@@ -64,12 +103,18 @@ class GenerationStream:
         gap = self.metrics.inter_token_latency.labels(model)
         active = self.metrics.active_streams.labels(model)
         is_finished = False
+        parts: list[str] | None = [] if self.cache_store is not None else None
         active.inc()
         try:
             async with aclosing(self.broker.read(self.job.job_id, after=self.after)) as entries:
                 async for entry in entries:
                     self.last_entry_id = entry.entry_id
                     event = entry.event
+                    if parts is not None:
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        elif self.cache_store is not None:
+                            await self.cache_store("".join(parts), event)
                     if self.is_observed:
                         now = time.monotonic()
                         if isinstance(event, TextDelta):
@@ -147,11 +192,19 @@ class GenerationService:
         models: ModelDirectory,
         metrics: Metrics,
         token_counters: Mapping[str, TokenCounter] | None = None,
+        responses: ResponseCache | None = None,
+        share_cache_across_users: bool = False,
     ) -> None:
+        self._responses = responses
+        self._share_cache = share_cache_across_users
         self._broker = broker
         self._models = models
         self._metrics = metrics
         self._token_counters = dict(token_counters or {})
+
+    def cache_scope(self, user_id: str) -> str:
+        """Whose cached answers a user may be served: their own, unless the operator shares them."""
+        return "shared" if self._share_cache else f"user:{user_id}"
 
     def list_models(self) -> list[ModelInfo]:
         return self._models.models()
@@ -180,8 +233,19 @@ class GenerationService:
         return estimate_tokens(messages)
 
     async def submit(
-        self, request: GenerationRequest, *, priority: Priority, cancel_on_close: bool = True
+        self,
+        request: GenerationRequest,
+        *,
+        priority: Priority,
+        cancel_on_close: bool = True,
+        cache_scope: str | None = None,
     ) -> GenerationStream:
+        """Queue `request` (or answer it from the response cache).
+
+        `cache_scope` enables the response cache for a deterministic request:
+        answers are only shared within one scope (a user id, or `shared` when
+        the operator allows sharing across users).
+        """
         self.resolve_model(request.model)
         job = Job(
             job_id=request.request_id or uuid.uuid4().hex,
@@ -189,6 +253,20 @@ class GenerationService:
             priority=priority,
             submitted_at=time.monotonic(),
         )
+        cache_store: CacheStore | None = None
+        responses = self._responses
+        if responses is not None and cache_scope is not None and is_cacheable(request):
+            cached = await responses.lookup(request, scope=cache_scope)
+            lookups = self._metrics.cache_lookups
+            if cached is not None:
+                lookups.labels("response", "hit", cached.match).inc()
+                return GenerationStream(job=job, broker=self._broker, metrics=self._metrics, cached=cached)
+            lookups.labels("response", "miss", "").inc()
+            scope = cache_scope
+
+            async def cache_store(text: str, end: GenerationEnd) -> None:
+                await responses.store(request, scope=scope, text=text, end=end)
+
         try:
             await self._broker.submit(job)
         except Overloaded:
@@ -196,7 +274,11 @@ class GenerationService:
             log.warning("job_rejected", reason="queue_full", model=request.model)
             raise
         return GenerationStream(
-            job=job, broker=self._broker, metrics=self._metrics, cancel_on_close=cancel_on_close
+            job=job,
+            broker=self._broker,
+            metrics=self._metrics,
+            cancel_on_close=cancel_on_close,
+            cache_store=cache_store,
         )
 
     def attach(self, job_id: str, model: str, *, after: str | None = None) -> GenerationStream:

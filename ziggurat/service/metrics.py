@@ -92,6 +92,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.cache_lookups = Counter(
+            "ziggurat_cache_lookups_total",
+            "Cache lookups by cache and result (hit, miss); `match` tells exact from semantic hits",
+            ["cache", "result", "match"],
+            registry=registry,
+        )
         self.worker_active_jobs = Gauge(
             "ziggurat_worker_active_jobs",
             "Jobs a worker in this process is running",

@@ -391,3 +391,32 @@ async def test_finished_chat_replies_are_recorded_as_usage(
     async with database.session() as session:
         rows = list(await session.scalars(select(UsageEvent)))
     assert [(row.user_id, row.model, row.source) for row in rows] == [(alice.user_id, MODEL, "chat")]
+
+
+async def test_active_conversations_plan_turns_from_the_session_cache(
+    application: Application, alice: Principal, engine: ScriptedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ziggurat.application.conversations.repository import ConversationRepository
+
+    reads: list[str] = []
+    list_messages = ConversationRepository.list_messages
+
+    async def counting(self: ConversationRepository, user_id: str, conversation_id: str) -> list[Message]:
+        reads.append(conversation_id)
+        return await list_messages(self, user_id, conversation_id)
+
+    monkeypatch.setattr(ConversationRepository, "list_messages", counting)
+    conversation = await application.conversations.create(alice, ConversationCreate())
+    await say(application, alice, conversation.id, "one")
+    await say(application, alice, conversation.id, "two")
+    third = await say(application, alice, conversation.id, "three")
+    assert reads == [conversation.id]  # only the first turn read the database
+    # Written through: the model saw every earlier exchange, complete.
+    assert words(engine.requests[-1].messages) == [
+        ("user", "one"),
+        ("assistant", engine.reply),
+        ("user", "two"),
+        ("assistant", engine.reply),
+        ("user", "three"),
+    ]
+    assert (await application.chat.wait_stored(third.reply_id, timeout_s=5)).status == "complete"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import httpx
@@ -209,3 +210,44 @@ def test_request_id_is_echoed(demo_server: RunningServer) -> None:
     assert response.headers["x-request-id"] == "abc-123"
     generated = httpx.get(demo_server.base_url + "/healthz", headers={"X-Request-ID": "bad id\twith tab"})
     assert generated.headers["x-request-id"] != "bad id\twith tab"
+
+
+def test_a_deterministic_request_is_answered_from_the_cache_the_second_time(
+    demo_server: RunningServer, alice: Account
+) -> None:
+    body = {"model": "ziggurat-demo", "messages": MESSAGES, "temperature": 0, "max_tokens": 12}
+    headers = alice.key_headers
+    url = demo_server.base_url + "/v1/chat/completions"
+    first = httpx.post(url, json=body, headers=headers, timeout=30)
+    second = httpx.post(url, json=body, headers=headers, timeout=30)
+    assert (first.headers["x-ziggurat-cache"], second.headers["x-ziggurat-cache"]) == ("miss", "hit")
+    assert second.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert second.json()["usage"] == first.json()["usage"]
+    streamed = httpx.post(url, json={**body, "stream": True}, headers=headers, timeout=30)
+    assert streamed.headers["x-ziggurat-cache"] == "hit"
+    assert first.json()["choices"][0]["message"]["content"] in "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in streamed.text.splitlines()
+        if line.startswith("data: {") and json.loads(line[6:])["choices"]
+    )
+    sampled = {**body, "temperature": 0.7}
+    for _ in range(2):
+        assert (
+            httpx.post(url, json=sampled, headers=headers, timeout=30).headers["x-ziggurat-cache"] == "bypass"
+        )
+    metrics = httpx.get(demo_server.base_url + "/metrics").text
+    assert 'ziggurat_cache_lookups_total{cache="response",match="exact",result="hit"} 2.0' in metrics
+    assert 'ziggurat_cache_lookups_total{cache="response",match="",result="miss"} 1.0' in metrics
+
+
+def test_cached_answers_are_not_shared_between_users(demo_server: RunningServer, alice: Account) -> None:
+    bob = register(demo_server.base_url, "bob@example.com")
+    body = {"model": "ziggurat-demo", "messages": MESSAGES, "seed": 7, "max_tokens": 8}
+    url = demo_server.base_url + "/v1/chat/completions"
+    assert (
+        httpx.post(url, json=body, headers=alice.key_headers, timeout=30).headers["x-ziggurat-cache"]
+        == "miss"
+    )
+    assert (
+        httpx.post(url, json=body, headers=bob.key_headers, timeout=30).headers["x-ziggurat-cache"] == "miss"
+    )

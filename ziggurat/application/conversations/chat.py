@@ -33,6 +33,7 @@ from ziggurat.application.conversations.context import (
     resolve_parameters,
     to_generation_request,
 )
+from ziggurat.application.conversations.history import ConversationHistory
 from ziggurat.application.conversations.keeper import ReplyKeeper
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.repository import ConversationRepository
@@ -102,8 +103,10 @@ class ChatService:
         titles: TitleWriter,
         policy: ChatPolicy,
         keeping: KeeperPolicy,
+        history: ConversationHistory | None = None,
     ) -> None:
         self._database = database
+        self._history = history or ConversationHistory(None)
         self._generation = generation
         self._context = context
         self.titles = titles
@@ -180,6 +183,7 @@ class ChatService:
                 if await repository.cancel_if_streaming(message_id):
                     await session.commit()
                 row = await repository.get_message_by_id(message_id)
+            await self._history.forget(conversation_id)
             stored = MessageOut.from_row(row) if row is not None else stored
         return stored
 
@@ -274,7 +278,9 @@ class ChatService:
             preset = None
             if conversation.preset_id is not None:
                 preset = await PresetRepository(session).get(principal.user_id, conversation.preset_id)
-            messages = await repository.list_messages(principal.user_id, conversation_id)
+            messages = await self._history.load(
+                repository, principal.user_id, conversation_id, conversation.current_leaf_id
+            )
         parameters = resolve_parameters(conversation, preset, action.overrides)
         return PlanInputs(
             tree=MessageTree(messages),
@@ -298,6 +304,7 @@ class ChatService:
             repository = ConversationRepository(session)
             conversation = await owned_conversation(repository, principal, conversation_id)
             user_message = plan.user_message
+            added: list[Message] = []
             if not plan.is_new_reply:
                 assert user_message is not None
                 if not await repository.claim_for_retry(plan.reply_id, model=plan.model.name, job_id=job_id):
@@ -315,6 +322,7 @@ class ChatService:
                         created_at=_after(plan.newest_at),
                     )
                     await repository.add(user_message)
+                    added.append(user_message)
                     if conversation.title is None:
                         conversation.title, conversation.title_source = title_from(action.content), "message"
                 # A regeneration's key marks its reply; a message's key marks the user message.
@@ -323,9 +331,14 @@ class ChatService:
                     plan.reply_id, user_message, plan.model.name, reply_key, job_id, after=plan.newest_at
                 )
                 await repository.add(reply)
+                added.append(reply)
                 conversation.current_leaf_id = reply.id
                 conversation.updated_at = reply.created_at
             await session.commit()
+        if plan.is_new_reply:
+            await self._history.added(conversation_id, added)
+        else:
+            await self._history.forget(conversation_id)
         log.info("turn_stored", conversation_id=conversation_id, action=action.kind, reply_id=plan.reply_id)
         return MessageOut.from_row(user_message)
 
@@ -342,7 +355,10 @@ class ChatService:
         )
         try:
             stream = await self._generation.submit(
-                request, priority=Priority.INTERACTIVE, cancel_on_close=False
+                request,
+                priority=Priority.INTERACTIVE,
+                cancel_on_close=False,
+                cache_scope=self._generation.cache_scope(principal.user_id),
             )
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
@@ -353,7 +369,7 @@ class ChatService:
         return ChatTurn(
             user_message=user_message,
             reply_id=plan.reply_id,
-            stream=self._generation.attach(job_id, plan.model.name),
+            stream=stream.another_reader(),
             wait_stored=lambda: self.wait_stored(plan.reply_id, timeout_s=STORED_WAIT_S),
             context=fitted.report,
         )
@@ -390,6 +406,8 @@ class ChatService:
             if is_ours and outcome.status == "complete":
                 title_job = await self._title_job(repository, reply)
             await session.commit()
+            if is_ours:
+                await self._history.changed(reply)
             stored = MessageOut.from_row(reply)
         if is_ours:
             log.info(

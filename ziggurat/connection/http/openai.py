@@ -35,6 +35,9 @@ from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
 from ziggurat.service.generation import GenerationStream
 
+CACHE_HEADER = "x-ziggurat-cache"
+"""`hit` (served from the response cache), `miss` (cacheable, generated now) or `bypass`."""
+
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
@@ -68,11 +71,17 @@ async def chat_completions(
     record_usage = partial(application.usage.record, principal, model.name)
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     job = to_generation_request(body, request_id=completion_id, model=model.name)
-    stream = await generation.submit(job, priority=Priority.API)
+    stream = await generation.submit(
+        job, priority=Priority.API, cache_scope=generation.cache_scope(principal.user_id)
+    )
     encoder = ChunkEncoder(completion_id=completion_id, model=model.name)
+    cache_header = {CACHE_HEADER: stream.cache_status}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(stream_chunks(stream, encoder, include_usage=include_usage, on_end=record_usage))
+        return sse_response(
+            stream_chunks(stream, encoder, include_usage=include_usage, on_end=record_usage),
+            headers=cache_header,
+        )
     text, end = await stream.collect()
     record_usage(end.usage)
     if end.finish_reason == "error":
@@ -80,12 +89,13 @@ async def chat_completions(
     return json_response(
         chat_completion_json(
             completion_id=completion_id, model=model.name, text=text, end=end, created=encoder.created
-        )
+        ),
+        headers=cache_header,
     )
 
 
-def json_response(payload: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+def json_response(payload: dict[str, Any], *, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
 async def stream_chunks(
