@@ -254,8 +254,8 @@ def refusal_frame(stream_id: str | None, message: str, kind: str, code: str) -> 
     return {"type": "error", "id": stream_id, **error_body(message, kind, code=code)}
 
 
-SERVER_ERROR_FRAME_BODY = error_body("The server had an error while processing your request.", "server_error")
+_SERVER_ERROR_BODY = error_body("The server had an error while processing your request.", "server_error")
 
 
 def server_error_frame(stream_id: str | None) -> Frame:
-    return {"type": "error", "id": stream_id, **SERVER_ERROR_FRAME_BODY}
+    return {"type": "error", "id": stream_id, **_SERVER_ERROR_BODY}
