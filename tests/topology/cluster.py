@@ -20,6 +20,11 @@ from pathlib import Path
 import httpx
 
 from tests.server import free_port
+from ziggurat.model.engines.demo import compose_reply
+
+QUESTION = "Tell me about the ziggurat of Ur and its builders"
+EXPECTED = compose_reply(QUESTION, seed=None)
+"""The demo engine is deterministic: the whole answer to QUESTION, known in advance."""
 
 
 @dataclass

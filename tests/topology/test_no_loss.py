@@ -17,13 +17,9 @@ import pytest
 
 from tests.connection.http.conftest import Account, register
 from tests.sse import Frame, sse_frames
-from tests.topology.cluster import Cluster, cluster
-from ziggurat.model.engines.demo import compose_reply
+from tests.topology.cluster import EXPECTED, QUESTION, Cluster, cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow]
-
-QUESTION = "Tell me about the ziggurat of Ur and its builders"
-EXPECTED = compose_reply(QUESTION, seed=None)
 
 
 @pytest.fixture
@@ -49,17 +45,6 @@ def topology(
         ZIGGURAT_CONVERSATIONS__RECOVERY_GRACE_S="1",
     ) as running:
         yield running
-
-
-@pytest.fixture
-def database_url_emptied(postgres_database_url: str) -> None:
-    import asyncio
-
-    from sqlalchemy.engine import make_url
-
-    from tests.conftest import _empty_database
-
-    asyncio.run(_empty_database(make_url(postgres_database_url)))
 
 
 def _start_chat(base_url: str, account: Account) -> tuple[httpx.Client, str]:
