@@ -8,8 +8,10 @@ channel, `{prefix}:cancel`, carrying the job id.
 
 Claims, appends and cancels are Lua scripts (the `redis_*.lua` files beside
 this module), so fencing and the ended marker can never disagree with the
-stream. Reading is multiplexed by `redis_reader.py`, cancellation signals by
-`redis_cancel.py`. Semantics match `memory.py`; the contract tests check both.
+stream. Reading is multiplexed by `redis_reader.py` (readers, timeouts) over
+`redis_shard.py` (a few shared XREADs), cancellation signals by `redis_cancel.py`.
+A gateway also owns `{prefix}:w:{instance}:{shard}`, short-lived wake-up streams.
+Semantics match `memory.py`; the contract tests check both.
 """
 
 from __future__ import annotations

@@ -36,7 +36,10 @@ READ_COUNT = 128
 QUEUE_LIMIT = 256
 """A reader holding this many undelivered entries (a slow client) pauses its stream."""
 BLOCK_MS = 1000
-MIN_READ_INTERVAL_S = 0.005
+MIN_READ_INTERVAL_S = 0.01
+"""Under load, the pause between XREADs: each costs Redis about 0.3 µs per stream it names, data or not."""
+POLL_WHILE_QUIET_S = 0.1
+"""How long a shard keeps polling after its last entry before it blocks again (see `_read_once`)."""
 _WAKE_TTL_MS = 60_000
 _FIRST_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 2.0
@@ -131,7 +134,7 @@ class Shard:
         self.key_args: list[bytes] = []
         self.id_args: list[bytes] = []
         self._round = 0
-        self._is_in_flight = False
+        self._is_blocked = False
         self._has_wake_pending = False
         self._has_work = asyncio.Event()
         self._connection = connection
@@ -159,7 +162,7 @@ class Shard:
         self.key_args.append(feed.key_arg)
         self.id_args.append(feed.id_arg)
         self._has_work.set()
-        if self._is_in_flight and not self._has_wake_pending:
+        if self._is_blocked and not self._has_wake_pending:
             self._has_wake_pending = True
             self._wake_task = asyncio.create_task(self._send_wake(), name=f"stream-reader-wake-{self.index}")
 
@@ -191,6 +194,7 @@ class Shard:
     async def _read_forever(self) -> None:
         backoff_s = _FIRST_BACKOFF_S
         is_failing = False
+        last_data_at = -math.inf
         loop = asyncio.get_running_loop()
         while True:
             if not self._active:
@@ -198,10 +202,11 @@ class Shard:
                 await self._has_work.wait()
                 continue
             started = loop.time()
+            is_blocking = started - last_data_at > POLL_WHILE_QUIET_S
             try:
                 if is_failing:
                     await self._end_lost_streams()
-                reply = await self._read_once()
+                reply = await self._read_once(block=is_blocking)
             except (RedisError, OSError) as exc:
                 if not is_failing:
                     log.warning("stream_reader_failed", shard=self.index, error_type=type(exc).__name__)
@@ -214,22 +219,32 @@ class Shard:
                 log.info("stream_reader_recovered", shard=self.index)
                 is_failing, backoff_s = False, _FIRST_BACKOFF_S
             if reply:
+                last_data_at = started
                 self._dispatch(reply)
+            if reply or not is_blocking:
                 pause_s = started + MIN_READ_INTERVAL_S - loop.time()
                 if pause_s > 0:
                     await asyncio.sleep(pause_s)
 
-    async def _read_once(self) -> list[Any] | None:
+    async def _read_once(self, *, block: bool) -> list[Any] | None:
+        """One XREAD; it blocks only once the streams have been quiet for `POLL_WHILE_QUIET_S`.
+
+        A blocking XREAD costs Redis about four times a plain one (it registers
+        with, and later leaves, every key), so while entries keep coming the
+        shard polls every `MIN_READ_INTERVAL_S` instead.
+        """
         self._round += 1
         count = len(self._active) + 1
-        header = b"*%d\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n%s$5\r\nBLOCK\r\n%s$7\r\nSTREAMS\r\n" % (
-            2 * count + 6,
+        blocking = b"$5\r\nBLOCK\r\n%s" % _bulk(str(BLOCK_MS)) if block else b""
+        header = b"*%d\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n%s%s$7\r\nSTREAMS\r\n" % (
+            2 * count + (6 if block else 4),
             _bulk(str(READ_COUNT)),
-            _bulk(str(BLOCK_MS)),
+            blocking,
         )
-        command = b"".join((header, self._wake_key_arg, *self.key_args, self._wake_id_arg, *self.id_args))
+        keys, ids = b"".join(self.key_args), b"".join(self.id_args)
+        command = b"".join((header, self._wake_key_arg, keys, self._wake_id_arg, ids))
         await self._connection.send_packed_command(command, check_health=False)
-        self._is_in_flight = True
+        self._is_blocked = block
         try:
             # A connection that died silently (no reset) must not hang the shard.
             async with asyncio.timeout(BLOCK_MS / 1000 + _REPLY_TIMEOUT_S):
@@ -237,7 +252,7 @@ class Shard:
         except TimeoutError as exc:
             raise OSError("XREAD reply overdue") from exc
         finally:
-            self._is_in_flight = self._has_wake_pending = False
+            self._is_blocked = self._has_wake_pending = False
         return reply
 
     def _dispatch(self, reply: list[Any]) -> None:
