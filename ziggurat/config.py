@@ -66,7 +66,7 @@ class BrokerSettings(BaseModel):
         default=600.0, description="How long a job's stream is kept for replay."
     )
     stream_flush_interval_s: float = Field(
-        default=0.05,
+        default=0.1,
         ge=0,
         le=1,
         description="Workers coalesce a job's tokens over this window (0: every token).",
