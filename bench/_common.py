@@ -84,3 +84,19 @@ def write_result(name: str, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print(f"written to {path}", file=sys.stderr)
+
+
+async def ziggurat_api_key(base: str) -> str:
+    """Register a benchmark user on a fresh ziggurat and return a new API key."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url=base) as session:
+        async with session.post(
+            "/api/auth/register", json={"email": "bench@example.com", "password": "benchmark-password"}
+        ) as response:
+            token = (await response.json())["tokens"]["access_token"]
+        async with session.post(
+            "/api/keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            key: str = (await response.json())["key"]
+            return key

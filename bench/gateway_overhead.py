@@ -27,7 +27,15 @@ import aiohttp
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_seconds, free_port, run_metadata, start_process, wait_http, write_result
+from _common import (
+    cpu_seconds,
+    free_port,
+    run_metadata,
+    start_process,
+    wait_http,
+    write_result,
+    ziggurat_api_key,
+)
 
 PYTHON = sys.executable
 HERE = Path(__file__).parent
@@ -92,19 +100,6 @@ async def measure(
     }
 
 
-async def ziggurat_key(base: str) -> str:
-    async with aiohttp.ClientSession(base_url=base) as session:
-        async with session.post(
-            "/api/auth/register", json={"email": "bench@example.com", "password": "benchmark-password"}
-        ) as response:
-            token = (await response.json())["tokens"]["access_token"]
-        async with session.post(
-            "/api/keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
-        ) as response:
-            key: str = (await response.json())["key"]
-            return key
-
-
 async def main(args: argparse.Namespace) -> None:
     upstream_port, relay_port, ziggurat_port = free_port(), free_port(), free_port()
     upstream = start_process(
@@ -151,7 +146,7 @@ async def main(args: argparse.Namespace) -> None:
         processes.append(gateway)
         base = f"http://127.0.0.1:{ziggurat_port}"
         await wait_http(base + "/healthz")
-        key = await ziggurat_key(base)
+        key = await ziggurat_api_key(base)
         ours = await measure(
             psutil.Process(gateway.pid),
             base + "/v1/chat/completions",

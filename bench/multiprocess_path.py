@@ -31,7 +31,15 @@ import aiohttp
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_seconds, free_port, run_metadata, start_process, wait_http, write_result
+from _common import (
+    cpu_seconds,
+    free_port,
+    run_metadata,
+    start_process,
+    wait_http,
+    write_result,
+    ziggurat_api_key,
+)
 
 PYTHON = sys.executable
 
@@ -90,19 +98,6 @@ async def level(
     }
 
 
-async def register(base: str) -> str:
-    async with aiohttp.ClientSession(base_url=base) as session:
-        async with session.post(
-            "/api/auth/register", json={"email": "bench@example.com", "password": "benchmark-password"}
-        ) as response:
-            token = (await response.json())["tokens"]["access_token"]
-        async with session.post(
-            "/api/keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
-        ) as response:
-            key: str = (await response.json())["key"]
-            return key
-
-
 def _env(args: argparse.Namespace, data_dir: str) -> dict[str, str]:
     return {
         "ZIGGURAT_ENGINE__KIND": "demo",
@@ -119,7 +114,7 @@ def _env(args: argparse.Namespace, data_dir: str) -> dict[str, str]:
 async def run_all_levels(
     base: str, process: psutil.Process, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    key = await register(base)
+    key = await ziggurat_api_key(base)
     url = base + "/v1/chat/completions"
     await level(url, key, process, concurrency=10, tokens=args.tokens)  # warm-up
     results = []

@@ -10,41 +10,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.connection.http.conftest import Account, register
 from tests.sse import Frame, sse_frames
-from tests.topology.cluster import EXPECTED, QUESTION, Cluster, cluster
+from tests.topology.cluster import EXPECTED, QUESTION, Cluster
+from tests.topology.conftest import topology_fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow]
 
 
-@pytest.fixture
-def topology(
-    tmp_path: Path,
-    postgres_database_url: str,
-    redis_server_url: str,
-    rabbitmq_server_url: str,
-    key_prefix: str,
-    database_url_emptied: None,
-) -> Iterator[Cluster]:
-    with cluster(
-        tmp_path,
-        database_url=postgres_database_url,
-        redis_url=redis_server_url,
-        amqp_url=rabbitmq_server_url,
-        prefix=key_prefix,
-        ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.03",
-        ZIGGURAT_ENGINE__MAX_CONCURRENCY="4",
-        ZIGGURAT_CONVERSATIONS__AUTO_TITLE="false",
-        ZIGGURAT_CONVERSATIONS__REPLY_LEASE_S="2",
-        ZIGGURAT_CONVERSATIONS__RECOVERY_INTERVAL_S="0.5",
-        ZIGGURAT_CONVERSATIONS__RECOVERY_GRACE_S="1",
-    ) as running:
-        yield running
+topology = topology_fixture(
+    ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.03",
+    ZIGGURAT_ENGINE__MAX_CONCURRENCY="4",
+    ZIGGURAT_CONVERSATIONS__REPLY_LEASE_S="2",
+    ZIGGURAT_CONVERSATIONS__RECOVERY_INTERVAL_S="0.5",
+    ZIGGURAT_CONVERSATIONS__RECOVERY_GRACE_S="1",
+)
 
 
 def _start_chat(base_url: str, account: Account) -> tuple[httpx.Client, str]:
@@ -133,3 +117,26 @@ def test_a_gateway_killed_mid_stream_the_client_resumes_through_the_other(topolo
             time.sleep(0.2)
         assert len(stored) == 1
         assert (stored[0]["status"], stored[0]["content"]) == ("complete", EXPECTED)
+
+
+def test_a_stop_through_another_gateway_reaches_the_worker(topology: Cluster) -> None:
+    worker = topology.start("worker")
+    first, second = topology.start("api"), topology.start("api")
+    account = register(first.url, "carol@example.com")
+    client, conversation_id = _start_chat(first.url, account)
+    with client.stream(
+        "POST", f"/api/conversations/{conversation_id}/messages", json={"content": QUESTION}
+    ) as response:
+        frames = sse_frames(response.iter_lines())
+        reply_id = json.loads(next(frames).data)["assistant_message_id"]
+        before, _, _ = _read_deltas(frames, 3)
+        with httpx.Client(base_url=second.url, headers=account.jwt_headers, timeout=60) as other:
+            stopped = other.post(f"/api/conversations/{conversation_id}/messages/{reply_id}/stop")
+        assert stopped.status_code == 200
+        assert stopped.json()["status"] == "cancelled"
+        after, _, done = _read_deltas(frames, None)
+    client.close()
+    assert done is not None and done["status"] == "cancelled"
+    assert EXPECTED.startswith(done["content"]) and len(done["content"]) < len(EXPECTED)
+    assert "".join(before + after) == done["content"]
+    assert "job_cancelled" in worker.log()

@@ -12,8 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -21,7 +20,8 @@ import redis
 
 from tests.connection.http.conftest import Account, register
 from tests.sse import sse_frames
-from tests.topology.cluster import EXPECTED, QUESTION, Cluster, cluster
+from tests.topology.cluster import EXPECTED, QUESTION, Cluster
+from tests.topology.conftest import topology_fixture
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -45,28 +45,12 @@ REDIS_START = [
 ]
 
 
-@pytest.fixture
-def topology(
-    tmp_path: Path,
-    postgres_database_url: str,
-    redis_server_url: str,
-    rabbitmq_server_url: str,
-    key_prefix: str,
-    database_url_emptied: None,
-) -> Iterator[Cluster]:
-    with cluster(
-        tmp_path,
-        database_url=postgres_database_url,
-        redis_url=redis_server_url,
-        amqp_url=rabbitmq_server_url,
-        prefix=key_prefix,
-        ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.05",
-        ZIGGURAT_ENGINE__MAX_CONCURRENCY="1",
-        ZIGGURAT_CONVERSATIONS__AUTO_TITLE="false",
-        ZIGGURAT_BROKER__STREAM_IDLE_TIMEOUT_S="5",
-        ZIGGURAT_BROKER__FIRST_EVENT_TIMEOUT_S="20",
-    ) as running:
-        yield running
+topology = topology_fixture(
+    ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.05",
+    ZIGGURAT_ENGINE__MAX_CONCURRENCY="1",
+    ZIGGURAT_BROKER__STREAM_IDLE_TIMEOUT_S="5",
+    ZIGGURAT_BROKER__FIRST_EVENT_TIMEOUT_S="20",
+)
 
 
 def _require(binary: str) -> None:
@@ -116,13 +100,12 @@ def _final_status(client: httpx.Client, conversation_id: str, timeout_s: float =
         time.sleep(0.2)
 
 
-def test_a_redis_restart_mid_stream_ends_cleanly_and_service_resumes(
-    topology: Cluster, redis_server_url: str
-) -> None:
-    _require("redis-server")
+def _outage_mid_stream(topology: Cluster, email: str, restart: Callable[[], None]) -> None:
+    """Restart a server mid-answer: the stream completes whole or ends with a clear error, never
+    hangs; the reply is stored with a final status; new requests succeed once the server is back."""
     topology.start("worker")
     gateway = topology.start("api")
-    client, _, conversation_id = _account(gateway.url, "carol@example.com")
+    client, _, conversation_id = _account(gateway.url, email)
     outcome: dict[str, object] = {}
 
     def chat() -> None:
@@ -131,23 +114,16 @@ def test_a_redis_restart_mid_stream_ends_cleanly_and_service_resumes(
     reader = threading.Thread(target=chat)
     reader.start()
     time.sleep(1.0)  # mid-answer
-    try:
-        subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10, check=False)
-        time.sleep(1.0)
-    finally:
-        subprocess.run(REDIS_START, timeout=10, check=True)
-        _redis_up(redis_server_url)
-    reader.join(timeout=60)
+    restart()
+    reader.join(timeout=90)
     assert not reader.is_alive(), "the stream hung"
     text, final, body = outcome["result"]  # type: ignore[misc]
     if final == "done":  # it recovered: then it is whole
         assert text == EXPECTED == body["content"]  # type: ignore[index]
     else:  # or it ended with a clear error, and the partial answer is stored with a visible status
         assert body["error"]["message"]  # type: ignore[index]
-    reply = _final_status(client, conversation_id)
-    assert reply["status"] in ("complete", "error", "cancelled")
-    # Once Redis is back, new requests succeed.
-    deadline = time.monotonic() + 30
+    assert _final_status(client, conversation_id)["status"] in ("complete", "error", "cancelled")
+    deadline = time.monotonic() + 45
     while True:
         text, final, body = _chat(client, conversation_id, "And after the restart?")
         if final == "done" or time.monotonic() > deadline:
@@ -157,39 +133,32 @@ def test_a_redis_restart_mid_stream_ends_cleanly_and_service_resumes(
     client.close()
 
 
+def test_a_redis_restart_mid_stream_ends_cleanly_and_service_resumes(
+    topology: Cluster, redis_server_url: str
+) -> None:
+    _require("redis-server")
+
+    def restart() -> None:
+        try:
+            subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], timeout=10, check=False)
+            time.sleep(1.0)
+        finally:
+            subprocess.run(REDIS_START, timeout=10, check=True)
+            _redis_up(redis_server_url)
+
+    _outage_mid_stream(topology, "carol@example.com", restart)
+
+
 def test_a_rabbitmq_restart_mid_stream_never_hangs(topology: Cluster) -> None:
     _require("rabbitmqctl")
-    topology.start("worker")
-    gateway = topology.start("api")
-    client, _, conversation_id = _account(gateway.url, "dave@example.com")
-    outcome: dict[str, object] = {}
 
-    def chat() -> None:
-        outcome["result"] = _chat(client, conversation_id, QUESTION)
+    def restart() -> None:
+        try:
+            subprocess.run(["rabbitmqctl", "stop_app"], timeout=60, check=True, capture_output=True)
+        finally:
+            subprocess.run(["rabbitmqctl", "start_app"], timeout=60, check=True, capture_output=True)
 
-    reader = threading.Thread(target=chat)
-    reader.start()
-    time.sleep(1.0)
-    try:
-        subprocess.run(["rabbitmqctl", "stop_app"], timeout=60, check=True, capture_output=True)
-    finally:
-        subprocess.run(["rabbitmqctl", "start_app"], timeout=60, check=True, capture_output=True)
-    reader.join(timeout=90)
-    assert not reader.is_alive(), "the stream hung"
-    text, final, body = outcome["result"]  # type: ignore[misc]
-    if final == "done":
-        assert text == EXPECTED == body["content"]  # type: ignore[index]
-    else:
-        assert body["error"]["message"]  # type: ignore[index]
-    assert _final_status(client, conversation_id)["status"] in ("complete", "error", "cancelled")
-    deadline = time.monotonic() + 45
-    while True:
-        text, final, body = _chat(client, conversation_id, "Still there?")
-        if final == "done" or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert final == "done" and text
-    client.close()
+    _outage_mid_stream(topology, "dave@example.com", restart)
 
 
 def test_interactive_chat_overtakes_queued_api_jobs(topology: Cluster) -> None:

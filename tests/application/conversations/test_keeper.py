@@ -45,33 +45,32 @@ def _gateway(
 
 
 @pytest.fixture
-async def application(
+async def gateways(
     settings: Settings,
     database: Database,
     generation: GenerationService,
     passwords: PasswordHasher,
     leases: MemoryLeases,
-) -> AsyncIterator[Application]:
-    gateway = _gateway("gateway-a", leases, settings, database, generation, passwords)
+) -> AsyncIterator[tuple[Application, Application]]:
+    pair = tuple(
+        _gateway(name, leases, settings, database, generation, passwords)
+        for name in ("gateway-a", "gateway-b")
+    )
     try:
-        yield gateway
+        yield pair[0], pair[1]
     finally:
-        await close_application(gateway)
+        for gateway in pair:
+            await close_application(gateway)
 
 
 @pytest.fixture
-async def other_gateway(
-    settings: Settings,
-    database: Database,
-    generation: GenerationService,
-    passwords: PasswordHasher,
-    leases: MemoryLeases,
-) -> AsyncIterator[Application]:
-    gateway = _gateway("gateway-b", leases, settings, database, generation, passwords)
-    try:
-        yield gateway
-    finally:
-        await close_application(gateway)
+def application(gateways: tuple[Application, Application]) -> Application:
+    return gateways[0]
+
+
+@pytest.fixture
+def other_gateway(gateways: tuple[Application, Application]) -> Application:
+    return gateways[1]
 
 
 async def test_a_reply_whose_gateway_stopped_is_adopted_and_stored_once(
