@@ -48,6 +48,7 @@ from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine, TokenCounter
 from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
+from ziggurat.service.admission import LoadShedder, QueueDeadlines
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import Check, HealthService
 from ziggurat.service.metrics import Metrics
@@ -253,6 +254,16 @@ async def open_caches(
     return responses, sessions
 
 
+def _load_shedder(settings: Settings, broker: Broker, models: ModelDirectory) -> LoadShedder:
+    admission = settings.admission
+    deadlines = QueueDeadlines(
+        interactive_s=admission.interactive_max_wait_s,
+        api_s=admission.api_max_wait_s,
+        background_s=admission.background_max_wait_s,
+    )
+    return LoadShedder(deadlines=deadlines, queue_depth=broker.queue_depth, capacity=models.capacity)
+
+
 def check_topology(settings: Settings) -> None:
     """Refuse role/backend combinations that cannot work, before anything is opened."""
     if settings.role != "all" and (settings.broker_url is None or settings.redis_url is None):
@@ -314,7 +325,7 @@ async def open_services(
 
         models: ModelDirectory
         if engine is not None and settings.role == "all":
-            models = StaticModels([engine.info])
+            models = StaticModels([engine.info], {engine.info.name: engine.capacity})
         elif redis_client is not None:
             shared_models = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
             if runs_api:
@@ -336,6 +347,7 @@ async def open_services(
             token_counters=counters,
             responses=responses,
             share_cache_across_users=settings.cache.share_across_users,
+            shedder=_load_shedder(settings, broker, models) if runs_api else None,
         )
         metrics.watch_queue_depth(
             lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
@@ -406,7 +418,7 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
     directory = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
 
     async def advertise(engine: Engine) -> None:
-        await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S)
+        await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S, engine.capacity)
 
     return advertise
 

@@ -84,6 +84,16 @@ class BrokerSettings(BaseModel):
     )
 
 
+class AdmissionSettings(BaseModel):
+    """Load shedding: the longest expected queue wait each priority class accepts (None: never shed)."""
+
+    interactive_max_wait_s: PositiveFloat | None = Field(
+        default=30.0, description="Chat replies (conversations API, WebSocket, web UI)."
+    )
+    api_max_wait_s: PositiveFloat | None = Field(default=60.0, description="/v1 requests.")
+    background_max_wait_s: PositiveFloat | None = Field(default=300.0, description="Titles and other jobs.")
+
+
 class CacheSettings(BaseModel):
     """Response cache (deterministic requests only) and the session cache of active conversations."""
 
@@ -183,6 +193,10 @@ class ConversationSettings(BaseModel):
 class HttpSettings(BaseModel):
     max_request_bytes: PositiveInt = 1024 * 1024
     cors_origins: list[str] = Field(default_factory=list)
+    drain_grace_s: PositiveFloat = Field(
+        default=30.0,
+        description="On SIGTERM: how long streams and jobs in flight may run on before the rest is cut.",
+    )
 
 
 class LogSettings(BaseModel):
@@ -217,6 +231,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()
     cache: CacheSettings = CacheSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     auth: AuthSettings = AuthSettings()
     oidc: OidcSettings = OidcSettings()
     conversations: ConversationSettings = ConversationSettings()

@@ -9,7 +9,7 @@ when its first worker starts and disappears shortly after its last one stops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Protocol
 
@@ -21,19 +21,30 @@ from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
 
+_CAPACITY = "_capacity"
+"""Beside a model's fields in an advertisement: how many generations that worker runs at once."""
+
 
 class ModelDirectory(Protocol):
     def models(self) -> list[ModelInfo]:
         """The models served now (a recent reading for shared directories)."""
         ...
 
+    def capacity(self, model: str) -> int | None:
+        """Generations the workers serving `model` can run at once, all together (None: unknown)."""
+        ...
+
 
 class StaticModels:
-    def __init__(self, models: Sequence[ModelInfo]) -> None:
+    def __init__(self, models: Sequence[ModelInfo], capacities: Mapping[str, int] | None = None) -> None:
         self._models = list(models)
+        self._capacities = dict(capacities or {})
 
     def models(self) -> list[ModelInfo]:
         return list(self._models)
+
+    def capacity(self, model: str) -> int | None:
+        return self._capacities.get(model)
 
 
 class RedisModels:
@@ -44,13 +55,19 @@ class RedisModels:
         self._pattern = f"{prefix}:model:*"
         self._prefix = f"{prefix}:model:"
         self._models: list[ModelInfo] = []
+        self._capacities: dict[str, int] = {}
 
     def models(self) -> list[ModelInfo]:
         return list(self._models)
 
-    async def advertise(self, worker_id: str, models: Sequence[ModelInfo], ttl_s: float) -> None:
-        body = orjson.dumps([asdict(model) for model in models])
-        await self._client.set(self._prefix + worker_id, body, px=int(ttl_s * 1000))
+    def capacity(self, model: str) -> int | None:
+        return self._capacities.get(model)
+
+    async def advertise(
+        self, worker_id: str, models: Sequence[ModelInfo], ttl_s: float, capacity: int | None = None
+    ) -> None:
+        entries = [{**asdict(model), _CAPACITY: capacity} for model in models]
+        await self._client.set(self._prefix + worker_id, orjson.dumps(entries), px=int(ttl_s * 1000))
 
     async def withdraw(self, worker_id: str) -> None:
         await self._client.delete(self._prefix + worker_id)
@@ -59,13 +76,18 @@ class RedisModels:
         keys = [key async for key in self._client.scan_iter(match=self._pattern, count=500)]
         bodies = await self._client.mget(keys) if keys else []
         found: dict[str, ModelInfo] = {}
+        capacities: dict[str, int] = {}
         for body in bodies:
             if body is None:
                 continue
             for fields in orjson.loads(body):
+                capacity = fields.pop(_CAPACITY, None)
                 info = ModelInfo(**fields)
                 found.setdefault(info.name, info)
+                if isinstance(capacity, int):
+                    capacities[info.name] = capacities.get(info.name, 0) + capacity
         self._models = sorted(found.values(), key=lambda model: model.name)
+        self._capacities = capacities
 
     async def watch(self, interval_s: float) -> None:
         """Refresh forever (a gateway's background task); Redis hiccups keep the last reading."""
@@ -76,12 +98,14 @@ class RedisModels:
                 log.warning("model_directory_refresh_failed", error_type=type(exc).__name__)
             await asyncio.sleep(interval_s)
 
-    async def keep_advertising(self, worker_id: str, models: Sequence[ModelInfo], ttl_s: float) -> None:
+    async def keep_advertising(
+        self, worker_id: str, models: Sequence[ModelInfo], ttl_s: float, capacity: int | None = None
+    ) -> None:
         """Renew a worker's advertisement forever (a worker's background task)."""
         try:
             while True:
                 try:
-                    await self.advertise(worker_id, models, ttl_s)
+                    await self.advertise(worker_id, models, ttl_s, capacity)
                 except (redis.RedisError, OSError) as exc:
                     log.warning("model_advertise_failed", error_type=type(exc).__name__)
                 await asyncio.sleep(ttl_s / 3)

@@ -33,6 +33,7 @@ from ziggurat.model.engine import (
     TokenCounter,
     estimate_tokens,
 )
+from ziggurat.service.admission import LoadShedder
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger
 
@@ -63,6 +64,8 @@ class GenerationStream:
     """Set when the answer came from the response cache: no job ran."""
     cache_store: CacheStore | None = None
     """Called with the whole text when a cacheable answer completes (the submitting reader only)."""
+    on_service_time: Callable[[str, float], None] | None = None
+    """Told (model, seconds from first text to end) when an observed generation ends (load shedding)."""
 
     @property
     def cache_status(self) -> str:
@@ -99,6 +102,7 @@ class GenerationStream:
         model = self.job.request.model
         started = self.job.submitted_at
         last_text_at: float | None = None
+        first_text_at: float | None = None
         ttft = self.metrics.time_to_first_token.labels(model)
         gap = self.metrics.inter_token_latency.labels(model)
         active = self.metrics.active_streams.labels(model)
@@ -119,12 +123,15 @@ class GenerationStream:
                         now = time.monotonic()
                         if isinstance(event, TextDelta):
                             if last_text_at is None:
+                                first_text_at = now
                                 ttft.observe(now - started)
                             else:
                                 gap.observe(now - last_text_at)
                             last_text_at = now
                         else:
                             self._record_end(event, now - started)
+                            if self.on_service_time is not None and first_text_at is not None:
+                                self.on_service_time(model, now - first_text_at)
                     if isinstance(event, GenerationEnd):
                         is_finished = True
                     yield entry
@@ -194,7 +201,9 @@ class GenerationService:
         token_counters: Mapping[str, TokenCounter] | None = None,
         responses: ResponseCache | None = None,
         share_cache_across_users: bool = False,
+        shedder: LoadShedder | None = None,
     ) -> None:
+        self._shedder = shedder
         self._responses = responses
         self._share_cache = share_cache_across_users
         self._broker = broker
@@ -267,6 +276,13 @@ class GenerationService:
             async def cache_store(text: str, end: GenerationEnd) -> None:
                 await responses.store(request, scope=scope, text=text, end=end)
 
+        if self._shedder is not None:
+            try:
+                self._shedder.check(request.model, priority)
+            except Overloaded:
+                self._metrics.rejections.labels("queue_wait").inc()
+                log.warning("job_rejected", reason="queue_wait", model=request.model)
+                raise
         try:
             await self._broker.submit(job)
         except Overloaded:
@@ -279,6 +295,7 @@ class GenerationService:
             metrics=self._metrics,
             cancel_on_close=cancel_on_close,
             cache_store=cache_store,
+            on_service_time=self._shedder.observe if self._shedder is not None else None,
         )
 
     def attach(self, job_id: str, model: str, *, after: str | None = None) -> GenerationStream:
