@@ -10,7 +10,7 @@ from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.broker.memory import MemoryJobQueue
 from ziggurat.connection.streams.memory import MemoryStreams
 from ziggurat.connection.streams.publisher import StreamPublisher
-from ziggurat.connection.worker import Worker
+from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.model.engine import Engine
 
 
@@ -28,7 +28,12 @@ def memory_broker(
 
 @asynccontextmanager
 async def running_worker(
-    broker: Broker, engine: Engine, *, flush_interval_s: float = 0.0, max_deliveries: int = 3
+    broker: Broker,
+    engine: Engine,
+    *,
+    flush_interval_s: float = 0.0,
+    max_deliveries: int = 3,
+    telemetry: WorkerTelemetry | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker serving `engine`'s model from `broker` until the block ends."""
     publisher = StreamPublisher(broker.streams, flush_interval_s=flush_interval_s)
@@ -39,6 +44,7 @@ async def running_worker(
         engine=engine,
         model=engine.info.name,
         max_deliveries=max_deliveries,
+        telemetry=telemetry,
     )
     runner = asyncio.create_task(worker.run())
     try:

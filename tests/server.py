@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from ziggurat.app import build_app
 from ziggurat.config import Settings
 from ziggurat.connection.http.deps import Services
+from ziggurat.connection.http.server import DrainingServer
 
 
 def free_port() -> int:
@@ -33,6 +34,8 @@ def free_port() -> int:
 class RunningServer:
     app: FastAPI
     base_url: str
+    server: DrainingServer
+    thread: threading.Thread
 
     @property
     def services(self) -> Services:
@@ -47,7 +50,7 @@ def running_server(settings: Settings, *, ready_timeout_s: float = 60) -> Iterat
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.draining)  # what `ziggurat serve` runs
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + ready_timeout_s
@@ -58,7 +61,7 @@ def running_server(settings: Settings, *, ready_timeout_s: float = 60) -> Iterat
             raise TimeoutError("the test server did not start in time")
         time.sleep(0.02)
     try:
-        yield RunningServer(app=app, base_url=f"http://127.0.0.1:{port}")
+        yield RunningServer(app=app, base_url=f"http://127.0.0.1:{port}", server=server, thread=thread)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

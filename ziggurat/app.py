@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -44,16 +45,22 @@ from ziggurat.connection.models import ModelDirectory, RedisModels, StaticModels
 from ziggurat.connection.streams.base import EventStreams
 from ziggurat.connection.streams.memory import MemoryStreams
 from ziggurat.connection.streams.publisher import StreamPublisher
-from ziggurat.connection.worker import Worker
+from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine, TokenCounter
 from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
 from ziggurat.service.admission import LoadShedder, QueueDeadlines
-from ziggurat.service.generation import GenerationService
+from ziggurat.service.generation import GenerationService, GenerationTelemetry
 from ziggurat.service.health import Check, HealthService
+from ziggurat.service.lifecycle import Draining
+from ziggurat.service.limits.base import RateLimiter
+from ziggurat.service.limits.gate import RateLimitGate
+from ziggurat.service.limits.memory import MemoryRateLimiter
 from ziggurat.service.metrics import Metrics
+from ziggurat.service.routing.policy import RoutingPolicy
 from ziggurat.supervisor import Supervisor
 from ziggurat.telemetry import get_logger
+from ziggurat.tracing.base import NO_TRACER, Tracer, open_tracer
 
 if TYPE_CHECKING:
     from ziggurat.connection.cache.semantic import VectorIndex
@@ -162,21 +169,45 @@ def build_engine(settings: Settings) -> Engine:
                 cpu_threads=engine.cpu_threads,
             )
         case "openai":
-            from ziggurat.model.engines.openai import OpenAIEngine
-
-            if not engine.openai_base_url:
-                raise ConfigurationError("The openai engine needs ZIGGURAT_ENGINE__OPENAI_BASE_URL.")
-            return OpenAIEngine(
-                base_url=engine.openai_base_url,
-                api_key=engine.openai_api_key.get_secret_value() if engine.openai_api_key else None,
-                remote_model=engine.model or name,
-                served_name=name,
-                max_concurrency=engine.max_concurrency,
-                timeout_s=engine.openai_timeout_s,
-                context_length=engine.context_length,
-                default_max_tokens=engine.default_max_tokens,
-            )
+            return build_openai_engine(engine, name)
     raise ConfigurationError(f"Unknown engine kind {kind!r}.")
+
+
+def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
+    """The relay to remote servers: `openai_endpoints`, or the one `openai_base_url`."""
+    from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
+    from ziggurat.model.engines.openai_endpoints import EndpointConfig
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    endpoints = [EndpointConfig(e.url, secret(e.api_key), e.weight) for e in engine.openai_endpoints]
+    if not endpoints and not engine.openai_base_url:
+        raise ConfigurationError(
+            "The openai engine needs ZIGGURAT_ENGINE__OPENAI_BASE_URL or ZIGGURAT_ENGINE__OPENAI_ENDPOINTS."
+        )
+    timeout_s = engine.openai_timeout_s
+    relay = RelayPolicy(
+        connect_timeout_s=engine.openai_connect_timeout_s,
+        first_token_timeout_s=engine.openai_first_token_timeout_s or timeout_s,
+        inter_token_timeout_s=engine.openai_inter_token_timeout_s or timeout_s,
+        total_timeout_s=engine.openai_total_timeout_s or None,
+        max_attempts=engine.openai_max_attempts,
+        breaker_failures=engine.openai_breaker_failures,
+        breaker_cooldown_s=engine.openai_breaker_cooldown_s,
+    )
+    return OpenAIEngine(
+        base_url=engine.openai_base_url,
+        api_key=secret(engine.openai_api_key),
+        endpoints=endpoints,
+        relay=relay,
+        remote_model=engine.model or name,
+        served_name=name,
+        max_concurrency=engine.max_concurrency,
+        timeout_s=timeout_s,
+        context_length=engine.context_length,
+        default_max_tokens=engine.default_max_tokens,
+    )
 
 
 async def _start_and_run_worker(
@@ -200,6 +231,21 @@ async def _start_and_run_worker(
         advertising.cancel()
         with suppress(asyncio.CancelledError):
             await advertising
+
+
+async def _drain_when_asked(worker: Worker, draining: Draining) -> None:
+    await draining.wait_begun()
+    await worker.drain(deadline=draining.deadline)
+
+
+async def _stop_worker(worker: Worker, draining: Draining, is_shared_queue: bool) -> None:
+    """At shutdown: jobs from a shared queue get what is left of the grace period, then go back to it.
+
+    In one process the streams that read them have ended (or were cut) by
+    now, so they are released at once.
+    """
+    draining.begin()  # a no-op after SIGTERM; otherwise (plain uvicorn, tests) shutdown starts it
+    await worker.drain(deadline=draining.deadline if is_shared_queue else 0.0)
 
 
 async def _purge_periodically(application: Application, settings: Settings) -> None:
@@ -264,6 +310,23 @@ def _load_shedder(settings: Settings, broker: Broker, models: ModelDirectory) ->
     return LoadShedder(deadlines=deadlines, queue_depth=broker.queue_depth, capacity=models.capacity)
 
 
+def build_rate_limits(settings: Settings, redis_client: Redis | None, metrics: Metrics) -> RateLimitGate:
+    """Rate limits and quotas: counted in memory, or in Redis (exact across gateways) when it is set."""
+    limiter: RateLimiter
+    if redis_client is None:
+        limiter = MemoryRateLimiter()
+    else:
+        from ziggurat.service.limits.redis import RedisRateLimiter
+
+        limiter = RedisRateLimiter(redis_client, prefix=f"{settings.broker.redis_prefix}:limits")
+    return RateLimitGate(
+        limiter,
+        metrics,
+        stream_lease_s=settings.limits.stream_lease_s,
+        default_max_tokens=settings.engine.default_max_tokens,
+    )
+
+
 def check_topology(settings: Settings) -> None:
     """Refuse role/backend combinations that cannot work, before anything is opened."""
     if settings.role != "all" and (settings.broker_url is None or settings.redis_url is None):
@@ -279,9 +342,15 @@ MODEL_ADVERTISE_TTL_S = 15.0
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, metrics: Metrics, on_fatal: FatalHandler = _log_only
+    settings: Settings,
+    metrics: Metrics,
+    on_fatal: FatalHandler = _log_only,
+    draining: Draining | None = None,
+    tracer: Tracer = NO_TRACER,
 ) -> AsyncIterator[Services]:
     check_topology(settings)
+    if draining is None:
+        draining = Draining(grace_s=settings.http.drain_grace_s)
     instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     runs_worker = settings.role in ("all", "worker")
     runs_api = settings.role in ("all", "api")
@@ -314,14 +383,26 @@ async def open_services(
                 engine=engine,
                 model=engine.info.name,
                 max_deliveries=settings.broker.max_deliveries,
+                telemetry=WorkerTelemetry(observer=metrics, tracer=tracer),
             )
             workers.append(worker)
+            metrics.watch_worker(engine.info.name, lambda: worker.active_jobs)
+            metrics.watch_engines([engine])
             supervisor.spawn(
                 _start_and_run_worker(
                     engine, worker, on_fatal, _advertiser(redis_client, settings, instance)
                 ),
                 name=f"worker-{engine.info.name}",
             )
+            draining.watch(lambda: worker.active_jobs)
+            is_shared_queue = settings.broker_url is not None
+            # Unwound before the publisher and the engine close: the jobs in flight still need both.
+            stack.push_async_callback(_stop_worker, worker, draining, is_shared_queue)
+            if is_shared_queue:
+                # Other workers share the queue: stop taking jobs as soon as draining starts, so
+                # the queued ones go to them. In one process this worker serves the streams that
+                # are draining, so it takes jobs until they are done (`_stop_worker`).
+                supervisor.spawn(_drain_when_asked(worker, draining), name=f"drain-{engine.info.name}")
 
         models: ModelDirectory
         if engine is not None and settings.role == "all":
@@ -348,9 +429,16 @@ async def open_services(
             responses=responses,
             share_cache_across_users=settings.cache.share_across_users,
             shedder=_load_shedder(settings, broker, models) if runs_api else None,
+            draining=draining,
+            telemetry=GenerationTelemetry(tracer=tracer, log_prompts=settings.log.log_prompts),
+            routing=RoutingPolicy.from_settings(settings.routing),
+            limits=build_rate_limits(settings, redis_client, metrics) if runs_api else None,
         )
         metrics.watch_queue_depth(
             lambda: {m.name: broker.queue_depth(m.name) for m in generation.list_models()}
+        )
+        metrics.watch_priority_depths(
+            lambda: {m.name: broker.queue_depth_by_priority(m.name) for m in generation.list_models()}
         )
         application: Application | None = None
         if runs_api:
@@ -365,7 +453,7 @@ async def open_services(
             if settings.conversations.purge_interval_s > 0:
                 application_tasks.spawn(_purge_periodically(application, settings), name="purge-deleted")
             application_tasks.spawn(
-                _recover_periodically(application, settings.conversations.recovery_interval_s),
+                _recover_periodically(application, settings.conversations.recovery_interval_s, draining),
                 name="recover-replies",
             )
         yield Services(
@@ -377,6 +465,7 @@ async def open_services(
             application=application,
             engines=[engine] if engine is not None else [],
             workers=workers,
+            draining=draining,
         )
 
 
@@ -423,9 +512,12 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
     return advertise
 
 
-async def _recover_periodically(application: Application, interval_s: float) -> None:
-    """Adopt replies whose gateway died (or, in one process, that an earlier run left behind)."""
-    while True:
+async def _recover_periodically(application: Application, interval_s: float, draining: Draining) -> None:
+    """Adopt replies whose gateway died (or, in one process, that an earlier run left behind).
+
+    A draining gateway adopts nothing more: it would only have to hand the reply over again.
+    """
+    while not draining.is_draining:
         try:
             await application.chat.recover_orphans()
         except Exception as exc:  # a database or Redis hiccup must not end the timer
@@ -440,18 +532,35 @@ def _readiness_of(engine: Engine) -> Check:
     return check
 
 
-def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> FastAPI:
-    """The app; `on_fatal` hears of start-up failures that happen after the server is up (model loading)."""
+def build_app(
+    settings: Settings, *, on_fatal: FatalHandler = _log_only, draining: Draining | None = None
+) -> FastAPI:
+    """The app; `on_fatal` hears of start-up failures that happen after the server is up (model loading).
+
+    `draining` is the shutdown state the server flips on SIGTERM (`ziggurat serve` does).
+    """
     metrics = Metrics()
+    if draining is None:
+        draining = Draining(grace_s=settings.http.drain_grace_s)
+    tracer = open_tracer(
+        is_enabled=settings.is_tracing_enabled,
+        service_name=settings.tracing.service_name,
+        sample_ratio=settings.tracing.sample_ratio,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, metrics, on_fatal) as services:
-            app.state.services = services
-            yield
+        try:
+            async with open_services(settings, metrics, on_fatal, draining, tracer) as services:
+                app.state.services = services
+                yield
+        finally:
+            if tracer.is_enabled:
+                await asyncio.to_thread(tracer.shutdown)  # exports the spans still buffered
 
     app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan)
-    install_error_handlers(app)
+    app.state.draining = draining
+    install_error_handlers(app, metrics=metrics)
     if settings.role != "worker":  # a worker serves only its health and metrics
         app.include_router(openai.router)
         app.include_router(auth.router)
@@ -463,7 +572,10 @@ def build_app(settings: Settings, *, on_fatal: FatalHandler = _log_only) -> Fast
         app.include_router(ws_router)
     app.include_router(health.router)
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_request_bytes=settings.http.max_request_bytes
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_request_bytes=settings.http.max_request_bytes,
+        tracer=tracer,
     )
     return app
 

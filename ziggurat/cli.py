@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -119,10 +120,16 @@ def tune_garbage_collector() -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run uvicorn; a model that fails to load after start-up stops the server with that error."""
+    """Run uvicorn; a model that fails to load after start-up stops the server with that error.
+
+    SIGTERM drains first (`connection/http/server.py`): streams in flight get
+    `ZIGGURAT_HTTP__DRAIN_GRACE_S` to finish before the server stops.
+    """
     import uvicorn
 
     from ziggurat.app import build_app, build_engine, check_topology
+    from ziggurat.connection.http.server import DrainingServer
+    from ziggurat.service.lifecycle import Draining
 
     configure_logging(level=settings.log.level, json_format=settings.log.json_format)
     check_topology(settings)
@@ -133,16 +140,17 @@ def serve(settings: Settings) -> None:
         fatal.append(message)
         server.should_exit = True
 
-    app = build_app(settings, on_fatal=stop_on_fatal)
+    draining = Draining(grace_s=settings.http.drain_grace_s)
+    app = build_app(settings, on_fatal=stop_on_fatal, draining=draining)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(settings.http.drain_grace_s),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, draining)
     tune_garbage_collector()
     server.run()
     if fatal:

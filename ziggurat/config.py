@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineKind = Literal["auto", "demo", "transformers", "openai"]
@@ -26,6 +34,14 @@ def default_data_dir() -> Path:
 
 def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("ziggurat"))
+
+
+class OpenAIEndpointSettings(BaseModel):
+    """One remote OpenAI-compatible server (`ZIGGURAT_ENGINE__OPENAI_ENDPOINTS`)."""
+
+    url: str = Field(description="Base URL ending in /v1.")
+    api_key: SecretStr | None = None
+    weight: PositiveFloat = Field(default=1.0, description="Share of requests relative to other endpoints.")
 
 
 class EngineSettings(BaseModel):
@@ -50,7 +66,32 @@ class EngineSettings(BaseModel):
     demo_inter_token_s: float = Field(default=0.02, ge=0)
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
-    openai_timeout_s: PositiveFloat = 600.0
+    openai_timeout_s: PositiveFloat = Field(
+        default=600.0, description="Default of the first-token and inter-token timeouts of remote servers."
+    )
+    openai_endpoints: list[OpenAIEndpointSettings] = Field(
+        default_factory=list,
+        description='Servers of the same model: JSON [{"url", "api_key"?, "weight"?}] (instead of base_url).',
+    )
+    openai_connect_timeout_s: PositiveFloat = Field(default=10.0, description="Connecting to a server.")
+    openai_first_token_timeout_s: PositiveFloat | None = Field(
+        default=None, description="Waiting for the first byte of an answer. Default: openai_timeout_s."
+    )
+    openai_inter_token_timeout_s: PositiveFloat | None = Field(
+        default=None, description="Silence allowed in a started answer. Default: openai_timeout_s."
+    )
+    openai_total_timeout_s: float = Field(
+        default=0, ge=0, description="Longest a whole answer may take (0: no limit)."
+    )
+    openai_max_attempts: PositiveInt = Field(
+        default=3, description="Endpoints one request may try before its first token (several endpoints)."
+    )
+    openai_breaker_failures: PositiveInt = Field(
+        default=5, description="Consecutive failures that open an endpoint's circuit breaker."
+    )
+    openai_breaker_cooldown_s: PositiveFloat = Field(
+        default=30.0, description="How long an open breaker rejects before letting one probe through."
+    )
 
 
 class BrokerSettings(BaseModel):
@@ -92,6 +133,31 @@ class AdmissionSettings(BaseModel):
     )
     api_max_wait_s: PositiveFloat | None = Field(default=60.0, description="/v1 requests.")
     background_max_wait_s: PositiveFloat | None = Field(default=300.0, description="Titles and other jobs.")
+
+
+class LimitSettings(BaseModel):
+    """Rate limits and token quotas (None: unlimited). A role's own limits win; these fill the rest.
+
+    The first five apply to each user whose role leaves that limit unset; the
+    `api_key_*` ones to each API key on top of its user's. Counted in memory,
+    or in Redis (exact across gateways) when ZIGGURAT_REDIS_URL is set.
+    """
+
+    requests_per_minute: NonNegativeInt | None = None
+    tokens_per_minute: NonNegativeInt | None = Field(
+        default=None, description="Prompt + completion; max_tokens is charged at admission, then settled."
+    )
+    max_concurrent_streams: NonNegativeInt | None = None
+    daily_tokens: NonNegativeInt | None = Field(default=None, description="Per UTC day.")
+    monthly_tokens: NonNegativeInt | None = Field(default=None, description="Per UTC calendar month.")
+    api_key_requests_per_minute: NonNegativeInt | None = None
+    api_key_tokens_per_minute: NonNegativeInt | None = None
+    api_key_max_concurrent_streams: NonNegativeInt | None = None
+    stream_lease_s: PositiveFloat = Field(
+        default=300.0,
+        description="A concurrent-stream slot is renewed while its stream runs and lapses this long after "
+        "its gateway dies; keep it above the broker's first-event and idle timeouts.",
+    )
 
 
 class CacheSettings(BaseModel):
@@ -204,7 +270,58 @@ class LogSettings(BaseModel):
     json_format: bool | None = Field(
         default=None, description="JSON lines; default: JSON unless stderr is a terminal."
     )
-    log_prompts: bool = False
+    log_prompts: bool = Field(
+        default=False, description="Log each generation's prompt messages (`generation_prompt` events)."
+    )
+
+
+class RoutingSettings(BaseModel):
+    """Gateway routing: model aliases, fallback chains, retries and timeouts before and during a stream."""
+
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description='Other names for served models: JSON {"alias": "served-model"}.'
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Models to try in order when one fails before its first token: JSON {"model": ["next"]}.',
+    )
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of the same model (error, full queue) before the next."
+    )
+    backoff_base_s: PositiveFloat = Field(default=0.2, description="A first retry waits up to this (jitter).")
+    backoff_cap_s: PositiveFloat = Field(default=2.0, description="No retry waits longer than this.")
+    first_token_timeout_s: float = Field(
+        default=30.0, ge=0, description="Try the next fallback model when no text came by then (0: off)."
+    )
+    inter_token_timeout_s: float = Field(
+        default=45.0, ge=0, description="Stop and cancel an answer silent this long (0: off)."
+    )
+    total_timeout_s: float = Field(
+        default=0, ge=0, description="Stop and cancel an answer taking longer than this (0: no limit)."
+    )
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RoutingSettings:
+        for alias, target in self.aliases.items():
+            if not alias or not target:
+                raise ValueError("routing aliases need non-empty names")
+            if target in self.aliases:
+                raise ValueError(f"routing alias {alias!r} points to another alias, {target!r}")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("routing backoff_cap_s must be at least backoff_base_s")
+        return self
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (the `otel` extra); the exporter reads the standard `OTEL_EXPORTER_OTLP_*`."""
+
+    enabled: bool | None = Field(
+        default=None, description="Default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set (extra installed)."
+    )
+    service_name: str = "ziggurat"
+    sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces recorded (a caller's decision wins)."
+    )
 
 
 class Settings(BaseSettings):
@@ -232,11 +349,19 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     cache: CacheSettings = CacheSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    limits: LimitSettings = LimitSettings()
     auth: AuthSettings = AuthSettings()
     oidc: OidcSettings = OidcSettings()
     conversations: ConversationSettings = ConversationSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    routing: RoutingSettings = RoutingSettings()
+    tracing: TracingSettings = TracingSettings()
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="otel_exporter_otlp_endpoint",
+        description="The standard OpenTelemetry variable (no ZIGGURAT_ prefix); setting it turns tracing on.",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret_in_production(self) -> Settings:
@@ -248,6 +373,12 @@ class Settings(BaseSettings):
                     "when ZIGGURAT_ENV=production"
                 )
         return self
+
+    @property
+    def is_tracing_enabled(self) -> bool:
+        if self.tracing.enabled is not None:
+            return self.tracing.enabled
+        return bool(self.otel_exporter_otlp_endpoint)
 
     @property
     def resolved_database_url(self) -> str:

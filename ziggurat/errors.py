@@ -7,6 +7,7 @@ to the caller (no secrets, no internals).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -55,14 +56,26 @@ class Conflict(ZigguratError):
 
 
 class RateLimited(ZigguratError):
-    """Too many requests for this principal; retry after `retry_after_s`."""
+    """Too many requests for this principal; retry after `retry_after_s`.
+
+    `headers`: the limit's state as the `x-ratelimit-*` headers OpenAI clients
+    read (made by the service layer, sent as they are with the 429).
+    """
 
     kind = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: float, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message, param=param)
         self.retry_after_s = retry_after_s
+        self.headers: dict[str, str] = dict(headers or {})
 
 
 class Overloaded(ZigguratError):
@@ -74,6 +87,12 @@ class Overloaded(ZigguratError):
     def __init__(self, message: str, *, retry_after_s: float, param: str | None = None) -> None:
         super().__init__(message, param=param)
         self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(Overloaded):
+    """This server is draining before it stops; the retry goes to another replica."""
+
+    code = "shutting_down"
 
 
 class UpstreamFailed(ZigguratError):

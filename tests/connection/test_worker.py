@@ -1,12 +1,15 @@
 """The worker: capacity, cancellation, failures, and taking over a job another worker left."""
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 from tests.brokers import memory_broker, running_worker
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.streams.base import Chunk
+from ziggurat.connection.worker import JobOutcome, WorkerTelemetry
 from ziggurat.model.engine import (
     ChatMessage,
     GenerationEnd,
@@ -146,6 +149,39 @@ async def test_a_stopping_worker_releases_its_jobs_for_another_worker() -> None:
     assert successor.resumed_count == 1
 
 
+async def test_a_draining_worker_finishes_its_jobs_and_takes_no_more() -> None:
+    broker = memory_broker()
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0.002)) as worker:
+        await broker.submit(job("running"))
+        entries = broker.read("running")
+        first = await anext(entries)
+        await broker.submit(job("queued"))
+        await worker.drain(deadline=time.monotonic() + 30)
+        assert (worker.active_jobs, worker.completed_count) == (0, 1)
+        assert broker.queue_depth("demo") == 1  # not taken: it is another worker's to run
+    rest = [entry async for entry in entries]
+    assert isinstance(first.event, TextDelta)
+    text = first.event.text + "".join(e.event.text for e in rest if isinstance(e.event, TextDelta))
+    assert text == compose_reply(PROMPT, seed=None)
+
+
+async def test_a_draining_worker_releases_what_outlasts_the_grace_period() -> None:
+    broker = memory_broker()
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0.01)) as worker:
+        await broker.submit(job("long"))
+        entries = broker.read("long")
+        first = await anext(entries)
+        await worker.drain(deadline=time.monotonic() + 0.05)
+        assert (worker.active_jobs, worker.completed_count) == (0, 0)
+    assert broker.queue_depth("demo") == 1  # released: back in the queue
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0)) as successor:
+        rest = [entry async for entry in entries]
+    assert isinstance(first.event, TextDelta)
+    text = first.event.text + "".join(e.event.text for e in rest if isinstance(e.event, TextDelta))
+    assert text == compose_reply(PROMPT, seed=None)
+    assert successor.resumed_count == 1
+
+
 class FailingEngine:
     info = ModelInfo(name="broken", engine="test")
     capacity = 1
@@ -170,3 +206,52 @@ async def test_engine_crash_becomes_an_error_event() -> None:
     assert text == "partial"
     assert end.finish_reason == "error"
     assert end.error and "engine bug" not in end.error
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.claims: list[tuple[str, Priority, float | None]] = []
+        self.outcomes: list[tuple[str, str]] = []
+
+    def job_claimed(self, model: str, priority: Priority, queue_wait_s: float | None) -> None:
+        self.claims.append((model, priority, queue_wait_s))
+
+    def job_settled(self, model: str, outcome: JobOutcome) -> None:
+        self.outcomes.append((model, outcome))
+
+
+async def test_the_worker_reports_queue_wait_and_how_each_job_ended() -> None:
+    broker = memory_broker()
+    observer = RecordingObserver()
+    telemetry = WorkerTelemetry(observer=observer)
+    queued_long_ago = dataclasses.replace(job("waited"), enqueued_at=time.time() - 30)
+    await broker.submit(queued_long_ago)
+    await broker.submit(job("untimed"))  # from a gateway that does not say when it queued the job
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0), telemetry=telemetry):
+        await read_all(broker, "waited")
+        await read_all(broker, "untimed")
+        await broker.submit(dataclasses.replace(job("stopped"), enqueued_at=time.time()))
+        entries = broker.read("stopped")
+        await anext(entries)
+        await broker.cancel("stopped")
+        assert (await read_all(broker, "stopped"))[1].finish_reason == "cancelled"
+    [(model, priority, waited), (_, _, untimed), (_, _, quick)] = observer.claims
+    assert (model, priority) == ("demo", Priority.API)
+    assert waited is not None and waited >= 30
+    assert untimed is None
+    assert quick is not None and 0 <= quick < 30
+    assert observer.outcomes == [("demo", "completed"), ("demo", "completed"), ("demo", "cancelled")]
+
+
+async def test_a_released_job_is_reported_and_its_takeover_adds_no_queue_wait() -> None:
+    broker = memory_broker()
+    observer = RecordingObserver()
+    telemetry = WorkerTelemetry(observer=observer)
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0.01), telemetry=telemetry):
+        await broker.submit(dataclasses.replace(job("handover"), enqueued_at=time.time()))
+        entries = broker.read("handover")
+        await anext(entries)
+    async with running_worker(broker, demo(capacity=1, inter_token_s=0), telemetry=telemetry):
+        _ = [entry async for entry in entries]
+    assert len(observer.claims) == 1  # the second claim's wait would count the first worker's time
+    assert observer.outcomes == [("demo", "released"), ("demo", "completed")]

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq, pyt
 
 
 topology = topology_fixture(
-    ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.03",
+    ZIGGURAT_ENGINE__DEMO_INTER_TOKEN_S="0.08",  # long enough answers to crash something mid-way
     ZIGGURAT_ENGINE__MAX_CONCURRENCY="4",
     ZIGGURAT_CONVERSATIONS__REPLY_LEASE_S="2",
     ZIGGURAT_CONVERSATIONS__RECOVERY_INTERVAL_S="0.5",

@@ -17,6 +17,7 @@ from ziggurat.application.audit.log import AuditLog
 from ziggurat.application.auth.api_keys import ApiKeyService
 from ziggurat.application.auth.authenticator import Authenticator
 from ziggurat.application.auth.credential_cache import CredentialCache
+from ziggurat.application.auth.limits import LimitPolicy
 from ziggurat.application.auth.lockout import LoginThrottle, MemoryLoginThrottle
 from ziggurat.application.auth.oidc import OidcService
 from ziggurat.application.auth.passwords import PasswordHasher
@@ -71,6 +72,8 @@ class Application:
     chat: ChatService
     presets: PresetService
     feedback: FeedbackService
+    limits: LimitPolicy
+    """Which rate limits and quotas a principal's generations are held to."""
 
 
 def local_keeping() -> KeeperPolicy:
@@ -114,6 +117,7 @@ def build_application(
         database=database, generation=generation, ttl_s=settings.auth.credential_cache_ttl_s
     )
     usage = UsageRecorder(database=database)
+    limits = LimitPolicy(settings.limits)
     return Application(
         database=database,
         users=users,
@@ -144,9 +148,11 @@ def build_application(
             usage=usage,
             keeping=keeping or local_keeping(),
             history=ConversationHistory(session_cache),
+            limits=limits,
         ),
         presets=PresetService(database=database, resolve_model=catalog.resolve),
         feedback=FeedbackService(database=database),
+        limits=limits,
     )
 
 
@@ -159,6 +165,7 @@ def _build_chat(
     usage: UsageRecorder,
     keeping: KeeperPolicy,
     history: ConversationHistory,
+    limits: LimitPolicy,
 ) -> ChatService:
     def record_usage(principal: Principal, model: str, tokens: Usage) -> None:
         usage.record(principal, model, tokens, source="chat")
@@ -174,6 +181,7 @@ def _build_chat(
             resolve_model=catalog.resolve,
             record_usage=record_usage,
             history_limit=settings.conversations.history_max_messages,
+            limits_for=limits.subject_for,
         ),
         keeping=keeping,
         history=history,

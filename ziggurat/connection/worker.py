@@ -9,26 +9,72 @@ A job that keeps failing goes to the dead-letter queue after
 `max_deliveries` claims, and its readers get a clear error.
 
 Cancellation (a client leaving, a stop button) reaches the generation within
-one decode step through `EventStreams.wait_cancelled`.
+one decode step through `EventStreams.wait_cancelled`. A stopping worker drains:
+it stops taking jobs, lets those it runs finish within a grace period and
+releases the rest to the queue, where another worker resumes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
-from ziggurat.connection.broker.base import Delivery, JobQueue
+from ziggurat.connection.broker.base import Delivery, Job, JobQueue, Priority
 from ziggurat.connection.streams.base import AppendStatus, Claim, EventStreams
 from ziggurat.connection.streams.publisher import JobWriter, StreamClosed, StreamPublisher
 from ziggurat.errors import ZigguratError
-from ziggurat.model.engine import Engine, GenerationEnd, GenerationRequest, Usage
+from ziggurat.model.engine import Engine, FinishReason, GenerationEnd, GenerationRequest, Usage
 from ziggurat.telemetry import get_logger
+from ziggurat.tracing.base import NO_TRACER, Attributes, Span, Tracer
 
 log = get_logger(__name__)
 
 GAVE_UP = "This answer could not be completed: the workers running it failed {count} times."
 ENGINE_FAILED = "The model failed while generating this answer."
+
+JobOutcome = Literal["completed", "error", "cancelled", "dead_lettered", "released", "superseded"]
+"""How a worker was done with a job: `released` went back to the queue (worker stopping, stream
+store down); `superseded` was taken over by another worker while this one still ran it."""
+
+_OUTCOMES: dict[FinishReason, JobOutcome] = {
+    "stop": "completed",
+    "length": "completed",
+    "error": "error",
+    "cancelled": "cancelled",
+}
+
+
+class JobObserver(Protocol):
+    """What a worker reports about its jobs, for metrics (`ziggurat.service.metrics.Metrics` is one)."""
+
+    def job_claimed(self, model: str, priority: Priority, queue_wait_s: float | None) -> None:
+        """A job's first claim; `queue_wait_s` is None when the job does not say when it was queued."""
+        ...
+
+    def job_settled(self, model: str, outcome: JobOutcome) -> None: ...
+
+
+class _Unobserved:
+    def job_claimed(self, model: str, priority: Priority, queue_wait_s: float | None) -> None:
+        return None
+
+    def job_settled(self, model: str, outcome: JobOutcome) -> None:
+        return None
+
+
+_UNOBSERVED = _Unobserved()
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerTelemetry:
+    """Where a worker reports: job metrics and trace spans (`job`, then `engine.generate`)."""
+
+    observer: JobObserver = _UNOBSERVED
+    tracer: Tracer = NO_TRACER
 
 
 class Worker:
@@ -43,7 +89,11 @@ class Worker:
         engine: Engine,
         model: str,
         max_deliveries: int = 3,
+        telemetry: WorkerTelemetry | None = None,
     ) -> None:
+        telemetry = telemetry or WorkerTelemetry()
+        self._observer = telemetry.observer
+        self._tracer = telemetry.tracer
         self._jobs = jobs
         self._streams = streams
         self._publisher = publisher
@@ -52,6 +102,8 @@ class Worker:
         self._max_deliveries = max_deliveries
         self._slots = asyncio.Semaphore(engine.capacity)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._puller: asyncio.Task[None] | None = None
+        self._is_draining = False
         self.completed_count = 0
         self.cancelled_count = 0
         self.resumed_count = 0
@@ -61,24 +113,65 @@ class Worker:
         return len(self._tasks)
 
     async def run(self) -> None:
-        """Pull and serve jobs until cancelled; jobs in flight are released for another worker."""
+        """Pull and serve jobs until drained (`drain`) or cancelled.
+
+        Drained, it returns once the jobs in flight have ended; cancelled, it
+        releases them at once for another worker, which resumes them.
+        """
+        if self._is_draining:
+            return
         await self._jobs.consume(self._model, prefetch=self._engine.capacity)
+        if self._is_draining:  # drained while the consumer was starting
+            await self._jobs.stop_consuming(self._model)
+            return
+        puller = asyncio.create_task(self._pull(), name=f"pull-{self._model}")
+        self._puller = puller
         try:
-            while True:
-                await self._slots.acquire()
-                try:
-                    delivery = await self._jobs.take(self._model)
-                except BaseException:
-                    self._slots.release()
-                    raise
-                task = asyncio.create_task(self._serve(delivery), name=f"job-{delivery.job.job_id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._job_finished)
+            await asyncio.wait({puller})
+            if not puller.cancelled():
+                puller.result()  # a failure to take jobs ends the worker
+            while self._tasks:  # drained: `drain` decides how long these may run
+                await asyncio.wait(set(self._tasks))
         finally:
+            puller.cancel()
             for task in self._tasks:
                 task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(puller, *self._tasks, return_exceptions=True)
+
+    async def _pull(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await self._jobs.take(self._model)
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._serve(delivery), name=f"job-{delivery.job.job_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._job_finished)
+
+    async def drain(self, *, deadline: float) -> None:
+        """Stop taking jobs, let those in flight run until `deadline` (`time.monotonic()`), release the rest.
+
+        Jobs received but not started go back to the queue at once. A released
+        job is resumed by another worker after the text already streamed, so
+        its reader sees one answer. Safe to call more than once.
+        """
+        if not self._is_draining:
+            self._is_draining = True
+            log.info("worker_draining", model=self._model, active_jobs=len(self._tasks))
+            if self._puller is not None:
+                self._puller.cancel()
+            await self._jobs.stop_consuming(self._model)
+        running = set(self._tasks)
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        if unfinished:
+            log.info("worker_releasing_jobs", model=self._model, count=len(unfinished))
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     def _job_finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -87,16 +180,31 @@ class Worker:
             log.error("job_failed", error_type=type(task.exception()).__name__)
 
     async def _serve(self, delivery: Delivery) -> None:
+        if not self._tracer.is_enabled:
+            await self._serve_job(delivery)
+            return
+        job = delivery.job
+        # The parent is the gateway's submit span (a new trace when the job carries none).
+        with self._tracer.span(
+            "job", kind="consumer", parent=job.trace_context, attributes=_job_attributes(job)
+        ):
+            await self._serve_job(delivery)
+
+    async def _serve_job(self, delivery: Delivery) -> None:
         job_id = delivery.job.job_id
         try:
             claim = await self._streams.claim(job_id)
         except asyncio.CancelledError:
             await delivery.release()
+            self._observer.job_settled(self._model, "released")
             raise
         except Exception as exc:  # the stream store is down: another worker may do better later
             log.warning("claim_failed", job_id=job_id, error_type=type(exc).__name__)
             await delivery.release()
+            self._observer.job_settled(self._model, "released")
             return
+        if claim.epoch == 1:  # a later claim's wait would include the earlier workers' time
+            self._observer.job_claimed(self._model, delivery.job.priority, _queue_wait_s(delivery.job))
         if claim.status == "finished":
             await delivery.ack()
             return
@@ -104,17 +212,20 @@ class Worker:
         if claim.status == "cancelled":
             await writer.finish(GenerationEnd("cancelled", Usage(0, claim.tokens)))
             await delivery.ack()
+            self._observer.job_settled(self._model, "cancelled")
             return
         if claim.epoch > self._max_deliveries:
             log.error("job_dead_lettered", job_id=job_id, deliveries=claim.epoch - 1)
             failure = GAVE_UP.format(count=claim.epoch - 1)
             await writer.finish(GenerationEnd("error", Usage(0, claim.tokens), failure))
             await delivery.dead_letter()
+            self._observer.job_settled(self._model, "dead_lettered")
             return
         max_tokens = delivery.job.request.params.max_tokens
         if max_tokens is not None and claim.tokens >= max_tokens:
             await writer.finish(GenerationEnd("length", Usage(0, claim.tokens)))
             await delivery.ack()
+            self._observer.job_settled(self._model, "completed")
             return
         if claim.epoch > 1:
             self.resumed_count += 1
@@ -124,12 +235,13 @@ class Worker:
         except asyncio.CancelledError:
             # This worker is stopping: the job goes back to the queue and another worker resumes it.
             await delivery.release()
+            self._observer.job_settled(self._model, "released")
             raise
         await delivery.ack()
 
     async def _run(self, delivery: Delivery, claim: Claim, writer: JobWriter) -> None:
         job_id = delivery.job.job_id
-        generation = asyncio.create_task(self._relay(_resumed(delivery.job.request, claim), claim, writer))
+        generation = asyncio.create_task(self._generate(_resumed(delivery.job.request, claim), claim, writer))
         watcher = asyncio.create_task(self._streams.wait_cancelled(job_id))
         try:
             await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -139,11 +251,26 @@ class Worker:
         if not generation.done():
             await _settle(generation)
             self.cancelled_count += 1
+            self._observer.job_settled(self._model, "cancelled")
             log.info("job_cancelled", job_id=job_id)
             await writer.finish(GenerationEnd("cancelled", Usage(0, claim.tokens + writer.written_tokens)))
         await _settle(watcher)
 
-    async def _relay(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
+    async def _generate(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
+        """Relay the engine's answer (inside the `engine.generate` span) and report how the job ended."""
+        if self._tracer.is_enabled:
+            with self._tracer.span("engine.generate", attributes=_request_attributes(request)) as span:
+                end = await self._relay(request, claim, writer)
+                if end is not None:
+                    _describe_end(span, end)
+        else:
+            end = await self._relay(request, claim, writer)
+        self._observer.job_settled(self._model, "superseded" if end is None else _OUTCOMES[end.finish_reason])
+
+    async def _relay(
+        self, request: GenerationRequest, claim: Claim, writer: JobWriter
+    ) -> GenerationEnd | None:
+        """The end written to the stream; None when the stream was closed to this worker."""
         try:
             async with aclosing(self._engine.generate(request)) as events:
                 ended: GenerationEnd | None = None
@@ -159,7 +286,7 @@ class Worker:
             )
         except StreamClosed as closed:
             log.warning("job_stream_closed", job_id=request.request_id, status=closed.status.value)
-            return
+            return None
         except ZigguratError as exc:
             end = GenerationEnd("error", Usage(0, claim.tokens), exc.message)
         except Exception as exc:  # the worker boundary: an engine bug is an error event, not a hang
@@ -167,6 +294,41 @@ class Worker:
             end = GenerationEnd("error", Usage(0, claim.tokens), ENGINE_FAILED)
         if await writer.finish(end) is AppendStatus.OK and end.finish_reason != "error":
             self.completed_count += 1
+        return end
+
+
+def _queue_wait_s(job: Job) -> float | None:
+    """Wall-clock time since the gateway queued the job (clamped at 0 for clock skew between hosts)."""
+    if job.enqueued_at <= 0:
+        return None
+    return max(0.0, time.time() - job.enqueued_at)
+
+
+def _job_attributes(job: Job) -> Attributes:
+    return {
+        "ziggurat.job_id": job.job_id,
+        "ziggurat.priority": job.priority.name.lower(),
+        "gen_ai.request.model": job.request.model,
+    }
+
+
+def _request_attributes(request: GenerationRequest) -> Attributes:
+    attributes: dict[str, str | int | bool] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": request.model,
+        "ziggurat.resumed": bool(request.continuation),
+    }
+    if request.params.max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = request.params.max_tokens
+    return attributes
+
+
+def _describe_end(span: Span, end: GenerationEnd) -> None:
+    span.set_attribute("gen_ai.usage.input_tokens", end.usage.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", end.usage.completion_tokens)
+    span.set_attribute("gen_ai.response.finish_reasons", [end.finish_reason])
+    if end.finish_reason == "error":
+        span.set_error("generation_failed")
 
 
 async def _settle(*tasks: asyncio.Task[None]) -> None:

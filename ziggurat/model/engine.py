@@ -125,6 +125,28 @@ class TokenCounter(Protocol):
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None: ...
 
 
+@dataclass(slots=True, frozen=True)
+class EngineStats:
+    """A reading of an engine's scheduler for metrics; None where the engine cannot tell.
+
+    `running`: generations holding a slot now. `waiting`: accepted by the engine
+    but not yet running. `batch_size`: sequences in the latest forward pass.
+    `kv_cache_usage`: the fraction (0 to 1) of the engine's KV-cache budget in use.
+    """
+
+    running: int
+    waiting: int | None = None
+    batch_size: int | None = None
+    kv_cache_usage: float | None = None
+
+
+@runtime_checkable
+class StatsReporter(Protocol):
+    """An optional engine capability: a cheap, non-blocking reading of its scheduler (read at scrape time)."""
+
+    def stats(self) -> EngineStats: ...
+
+
 _ASCII_CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
 

@@ -1,8 +1,13 @@
 """Readiness: is every part this process depends on able to serve?
 
-Liveness (`/healthz`) only says the process answers. Readiness (`/readyz`) asks
-each registered check (engine loaded, database reachable, ...) so a load balancer
-sends traffic only to replicas that can serve it.
+Liveness (`/healthz`) only says the process answers: restarting a process
+because its database is down would not bring the database back. Readiness
+(`/readyz`) asks each registered check (engine loaded, database, RabbitMQ and
+Redis answering, a model advertised) so a load balancer sends traffic only to
+replicas that can serve it. The checks run concurrently, each within
+`timeout_s`, so a hung dependency makes readiness false instead of hanging the
+probe. A draining process is not ready whatever its checks say
+(`connection/http/health.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,6 @@ class HealthService:
         except TimeoutError:
             log.warning("readiness_check_timeout", check=name)
             return False
-        except OSError as exc:
+        except Exception as exc:  # whatever a client library raises, the answer is "not ready", not a 500
             log.warning("readiness_check_failed", check=name, error_type=type(exc).__name__)
             return False

@@ -2,20 +2,37 @@
 
 A registry per app (not the global default) lets tests and embedded users build
 several apps in one process. Names follow the field's usual conventions
-(`*_seconds` histograms, `*_total` counters) so stock dashboards apply.
+(`ziggurat_` prefix, `*_seconds` histograms, `*_total` counters, base units) and
+mirror vLLM's where the meaning is the same (time to first token, inter-token
+latency, end-to-end latency, queue time, running / waiting requests, KV-cache
+use), so its dashboards translate. Readings that exist already elsewhere (queue
+depth, engine scheduler state, worker jobs) are collected at scrape time, so the
+hot path never updates a gauge for them. The dashboard and alert rules in
+`deploy/` use these names; `tests/deploy/` checks they exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ziggurat.connection.broker.base import Priority
+from ziggurat.model.engine import Engine, StatsReporter
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
 _REQUEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+PriorityDepthReader = Callable[[], Mapping[str, Mapping[Priority, int] | None]]
+
+
+def priority_label(priority: Priority) -> str:
+    """`interactive`, `api` or `background`: the `priority` label value."""
+    return priority.name.lower()
 
 
 class _QueueDepthCollector(Collector):
@@ -31,8 +48,61 @@ class _QueueDepthCollector(Collector):
         yield family
 
 
+class _PriorityDepthCollector(Collector):
+    """Queue depth per priority class, for queues that can tell (the in-process one; not RabbitMQ)."""
+
+    def __init__(self, read_depths: PriorityDepthReader) -> None:
+        self._read_depths = read_depths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "ziggurat_queue_depth_by_priority",
+            "Jobs waiting for a worker, by priority class (queues that can tell only)",
+            labels=["model", "priority"],
+        )
+        for model, depths in self._read_depths().items():
+            for priority, depth in (depths or {}).items():
+                family.add_metric([model, priority_label(priority)], depth)
+        yield family
+
+
+class _EngineCollector(Collector):
+    """Each engine's capacity and, where it reports them (`StatsReporter`), its scheduler readings."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        def family(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, documentation, labels=["model"])
+
+        capacity = family("ziggurat_engine_capacity", "Generations the engine may run at once")
+        running = family("ziggurat_engine_running", "Generations holding an engine slot now")
+        waiting = family("ziggurat_engine_waiting", "Generations accepted by the engine, not yet running")
+        batch = family("ziggurat_engine_batch_size", "Sequences in the engine's latest decode step")
+        kv_cache = family(
+            "ziggurat_engine_kv_cache_usage_ratio", "Share of the engine's KV-cache budget in use (0-1)"
+        )
+        for engine in self._engines:
+            model = [engine.info.name]
+            capacity.add_metric(model, engine.capacity)
+            if not isinstance(engine, StatsReporter):
+                continue
+            stats = engine.stats()
+            running.add_metric(model, stats.running)
+            for target, value in ((waiting, stats.waiting), (batch, stats.batch_size)):
+                if value is not None:
+                    target.add_metric(model, value)
+            if stats.kv_cache_usage is not None:
+                kv_cache.add_metric(model, stats.kv_cache_usage)
+        yield from (capacity, running, waiting, batch, kv_cache)
+
+
 class Metrics:
-    """All metrics the platform exports; `render()` produces the `/metrics` body."""
+    """All metrics the platform exports; `render()` produces the `/metrics` body.
+
+    It is also the worker's job observer (`job_claimed`, `job_settled`).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -92,6 +162,18 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "ziggurat_rate_limited_total",
+            "Generations refused by a rate limit or quota (limit: which one; scope: user or api_key)",
+            ["limit", "scope"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "ziggurat_fallbacks_total",
+            "Attempts given up before their first token and tried again (from_model == to_model: a retry)",
+            ["from_model", "to_model", "reason"],
+            registry=registry,
+        )
         self.cache_lookups = Counter(
             "ziggurat_cache_lookups_total",
             "Cache lookups by cache and result (hit, miss); `match` tells exact from semantic hits",
@@ -104,9 +186,60 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self.requests = Counter(
+            "ziggurat_requests_total",
+            "Generation requests by outcome: ok, error, cancelled (client left or stopped), rejected",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "ziggurat_queue_wait_seconds",
+            "Time a job waited in the queue before a worker claimed it (first delivery)",
+            ["model", "priority"],
+            buckets=_QUEUE_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.worker_jobs = Counter(
+            "ziggurat_worker_jobs_total",
+            "Jobs a worker finished with, by outcome",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "ziggurat_errors_total",
+            "Error responses by OpenAI error type",
+            ["type"],
+            registry=registry,
+        )
+        self.readiness = Gauge(
+            "ziggurat_readiness",
+            "Readiness checks at the last scrape (1 passing, 0 failing): broker, streams, database, ...",
+            ["check"],
+            registry=registry,
+        )
 
     def watch_queue_depth(self, read_depths: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepthCollector(read_depths))
+
+    def watch_priority_depths(self, read_depths: PriorityDepthReader) -> None:
+        self.registry.register(_PriorityDepthCollector(read_depths))
+
+    def watch_engines(self, engines: Sequence[Engine]) -> None:
+        self.registry.register(_EngineCollector(engines))
+
+    def watch_worker(self, model: str, read_active_jobs: Callable[[], int]) -> None:
+        self.worker_active_jobs.labels(model).set_function(read_active_jobs)
+
+    def record_readiness(self, checks: Mapping[str, bool]) -> None:
+        for check, is_passing in checks.items():
+            self.readiness.labels(check).set(1 if is_passing else 0)
+
+    def job_claimed(self, model: str, priority: Priority, queue_wait_s: float | None) -> None:
+        if queue_wait_s is not None:
+            self.queue_wait.labels(model, priority_label(priority)).observe(queue_wait_s)
+
+    def job_settled(self, model: str, outcome: str) -> None:
+        self.worker_jobs.labels(model, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,3 +63,30 @@ async def test_queues_are_per_model() -> None:
     await queue.submit(job("b", model="two"))
     assert (queue.queue_depth("one"), queue.queue_depth("two")) == (1, 1)
     assert (await queue.take("two")).job.job_id == "b"
+
+
+async def test_depth_by_priority_follows_submits_takes_and_releases() -> None:
+    queue = MemoryJobQueue(max_queue_depth=10)
+    assert queue.queue_depth_by_priority("m") == dict.fromkeys(Priority, 0)
+    for job_id, priority in [("a", Priority.BACKGROUND), ("b", Priority.INTERACTIVE), ("c", Priority.API)]:
+        await queue.submit(job(job_id, priority))
+    assert queue.queue_depth_by_priority("m") == dict.fromkeys(Priority, 1)
+    taken = await queue.take("m")
+    assert taken.job.priority is Priority.INTERACTIVE
+    assert queue.queue_depth_by_priority("m")[Priority.INTERACTIVE] == 0
+    await taken.release()
+    depths = queue.queue_depth_by_priority("m")
+    assert depths[Priority.INTERACTIVE] == 1 and sum(depths.values()) == queue.queue_depth("m") == 3
+
+
+async def test_stop_consuming_leaves_the_queue_to_other_takers() -> None:
+    queue = MemoryJobQueue(max_queue_depth=10)
+    await queue.stop_consuming("m")  # before `consume`: harmless
+    await queue.consume("m", prefetch=1)
+    await queue.submit(job("a"))
+    held = await queue.take("m")
+    await queue.submit(job("b"))
+    await queue.stop_consuming("m")
+    assert queue.queue_depth("m") == 1  # nothing was prefetched: "b" waits for whoever takes next
+    await held.release()
+    assert [(await queue.take("m")).job.job_id for _ in range(2)] == ["a", "b"]

@@ -230,6 +230,35 @@ async def test_prefetch_leaves_jobs_for_other_workers(open_queue: OpenQueue) -> 
     assert (await take(first)).job.job_id == "j3"
 
 
+async def test_stop_consuming_gives_back_what_was_not_taken_and_keeps_what_was(
+    open_queue: OpenQueue,
+) -> None:
+    draining, other = await open_queue(), await open_queue()
+    await draining.consume(MODEL, prefetch=3)
+    for job_id in ("j1", "j2", "j3"):
+        await draining.submit(job(job_id))
+    held = await take(draining)
+    await eventually(lambda: draining._inboxes[MODEL].qsize() == 2)  # received, not taken
+    await draining.stop_consuming(MODEL)
+    await draining.stop_consuming(MODEL)  # idempotent
+    await other.consume(MODEL, prefetch=3)
+    given_back = [await take(other), await take(other)]
+    assert sorted(d.job.job_id for d in given_back) == ["j2", "j3"]
+    assert all(delivery.redelivered for delivery in given_back)
+    await draining.submit(job("j4"))
+    assert (await take(other)).job.job_id == "j4"
+    assert await takes_nothing(draining)  # nothing more is sent to a stopped consumer
+    await held.ack()  # what was taken is still this worker's to settle
+    assert await takes_nothing(other)
+
+
+async def test_ping_is_a_round_trip(open_queue: OpenQueue) -> None:
+    queue = await open_queue()
+    assert await queue.ping()
+    await queue.aclose()
+    assert not await queue.ping()
+
+
 async def test_expired_job_is_not_delivered(
     open_queue: OpenQueue, raw_channel: aio_pika.abc.AbstractChannel, key_prefix: str
 ) -> None:

@@ -156,6 +156,23 @@ async def test_concurrent_readers_each_get_everything(streams: EventStreams) -> 
     assert first == second
 
 
+async def test_a_reader_that_paused_gets_what_was_written_meanwhile_at_once(
+    make_streams: MakeStreams,
+) -> None:
+    streams = make_streams(first_event_timeout_s=30.0, idle_timeout_s=30.0)
+    await streams.claim("j")
+    await write(streams, "j", Chunk("a", 1))
+    reader = streams.read("j")
+    assert texts([await anext(reader)]) == ["a"]
+    await write(streams, "j", Chunk("b", 1), STOP)  # while the reader is paused after its first entry
+    rest = await asyncio.wait_for(collect_rest(reader), 2.0)
+    assert texts(rest) == ["b"] and rest[-1].event == STOP
+
+
+async def collect_rest(reader: AsyncIterator[StreamEntry]) -> list[StreamEntry]:
+    return [entry async for entry in reader]
+
+
 async def test_a_second_claim_takes_over_with_the_text_so_far(streams: EventStreams) -> None:
     first = await streams.claim("j")
     assert (first.status, first.epoch, first.text, first.tokens) == ("run", 1, "", 0)

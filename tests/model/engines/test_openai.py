@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from multidict import CIMultiDict
 
+from tests.model.engines.fake_openai import (
+    API_KEY,
+    HELLO_EVENTS,
+    HELLO_TEXT,
+    REMOTE_MODEL,
+    USAGE_CHUNK,
+    FakeOpenAI,
+    running_fake,
+)
 from ziggurat.errors import InvalidRequest, UpstreamFailed
 from ziggurat.model.engine import (
     ChatMessage,
@@ -25,131 +28,14 @@ from ziggurat.model.engine import (
     TextDelta,
     Usage,
 )
-from ziggurat.model.engines.openai import OpenAIEngine, _SseDecoder
-
-API_KEY = "sk-test-secret-0123456789"
-REMOTE_MODEL = "org/remote-model"
-
-
-def chunk(
-    content: str | None = None, *, finish: str | None = None, role: str | None = None
-) -> dict[str, Any]:
-    delta: dict[str, Any] = {}
-    if role is not None:
-        delta["role"] = role
-    if content is not None:
-        delta["content"] = content
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "model": REMOTE_MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-
-
-def sse(payload: dict[str, Any], *, newline: bytes = b"\n") -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + newline + newline
-
-
-USAGE_CHUNK = sse({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5}})
-DONE = b"data: [DONE]\n\n"
-HELLO_EVENTS = [
-    b": keepalive\n\n",
-    sse(chunk("", role="assistant")),
-    sse(chunk("Hello")),
-    b": ping\n\n",
-    sse(chunk(", 世界"), newline=b"\r\n"),
-    sse(chunk("!")),
-]
-HELLO_TEXT = "Hello, 世界!"
-
-
-def split_awkwardly(stream: bytes) -> list[bytes]:
-    """Pieces cut every 11 bytes and inside the first multi-byte character."""
-    cuts = set(range(11, len(stream), 11)) | {stream.find("世".encode()) + 1}
-    bounds = [0, *sorted(cuts), len(stream)]
-    return [stream[start:end] for start, end in itertools.pairwise(bounds)]
-
-
-@dataclass
-class FakeOpenAI:
-    """What the fake server streams (`scenario`) and what it saw."""
-
-    base_url: str = ""
-    scenario: str = "hello"
-    listed_models: list[str] = field(default_factory=lambda: [REMOTE_MODEL])
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[CIMultiDict[str]] = field(default_factory=list)
-    peers: list[object] = field(default_factory=list)
-    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": m} for m in self.listed_models]})
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        self.bodies.append(await request.json())
-        self.headers.append(request.headers.copy())
-        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
-        errors = {
-            "http_500": (500, {"error": {"message": "CUDA out of memory", "type": "server_error"}}),
-            "http_401": (401, {"error": {"message": f"Incorrect API key provided: {API_KEY}"}}),
-            "http_400": (400, {"object": "error", "message": "maximum context length is 4096 tokens"}),
-        }
-        if self.scenario == "http_502_html":
-            return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
-        if self.scenario in errors:
-            status, body = errors[self.scenario]
-            return web.json_response(body, status=status)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        if self.scenario == "endless":
-            await self._stream_forever(response)
-        for piece in split_awkwardly(b"".join(self._events())):
-            await response.write(piece)
-            await asyncio.sleep(0.001)
-        await response.write_eof()
-        return response
-
-    def _events(self) -> list[bytes]:
-        finish = sse(chunk(None, finish="stop"))
-        match self.scenario:
-            case "hello":
-                return [*HELLO_EVENTS, finish, USAGE_CHUNK, DONE]
-            case "no_usage":
-                return [*HELLO_EVENTS, finish, DONE]
-            case "length":
-                return [sse(chunk("Hel")), sse(chunk(None, finish="length")), USAGE_CHUNK, DONE]
-            case "content_filter":
-                return [sse(chunk("Hel")), sse(chunk(None, finish="content_filter")), DONE]
-            case "mid_error":
-                return [sse(chunk("Hel")), sse({"error": {"message": "engine crashed", "code": 500}})]
-            case "malformed":
-                return [sse(chunk("Hel")), b'data: {"choices": [\n\n', DONE]
-            case "truncated":
-                return [sse(chunk("Hel"))]
-        raise AssertionError(self.scenario)
-
-    async def _stream_forever(self, response: web.StreamResponse) -> None:
-        # aiohttp either fails the next write or cancels the handler when the client goes.
-        try:
-            while True:
-                await response.write(sse(chunk("tick ")))
-                await asyncio.sleep(0.01)
-        finally:
-            self.disconnected.set()
+from ziggurat.model.engines.openai import OpenAIEngine
+from ziggurat.model.engines.openai_wire import SseDecoder
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
-    state = FakeOpenAI()
-    app = web.Application()
-    app.router.add_get("/v1/models", state.models)
-    app.router.add_post("/v1/chat/completions", state.chat)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.base_url = str(server.make_url("/v1"))
-    yield state
-    await server.close()
+    async with running_fake() as state:
+        yield state
 
 
 def make_engine(base_url: str, **overrides: Any) -> OpenAIEngine:
@@ -345,10 +231,10 @@ def test_info_and_capacity_hide_credentials() -> None:
 
 def test_decoder_handles_any_split() -> None:
     stream = b"".join([*HELLO_EVENTS, b"event: x\nid: 3\n\n", USAGE_CHUNK]) + b"data: [DONE]"
-    whole = _SseDecoder()
+    whole = SseDecoder()
     expected = [*whole.feed(stream), *whole.feed(b"\n")]
     assert expected[-1] == b"[DONE]" and len(expected) == 6
-    decoder = _SseDecoder()
+    decoder = SseDecoder()
     pieces: list[bytes] = []
     for index in range(len(stream)):
         pieces.extend(decoder.feed(stream[index : index + 1]))

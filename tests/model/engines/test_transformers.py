@@ -22,6 +22,7 @@ from tests.tiny_llama import IM_END, MEMORISED
 from ziggurat.errors import InvalidRequest, UpstreamFailed
 from ziggurat.model.engine import (
     ChatMessage,
+    EngineStats,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
@@ -339,3 +340,27 @@ async def test_aclose_ends_open_streams_as_cancelled(engine: TransformersEngine,
     assert not engine.is_ready
     with pytest.raises(UpstreamFailed):
         await _events(engine, _request(STORY))
+
+
+async def test_stats_report_the_running_batch_and_its_kv_cache(
+    engine: TransformersEngine, gate: StepGate
+) -> None:
+    assert engine.stats() == EngineStats(running=0, waiting=0, batch_size=0, kv_cache_usage=0.0)
+    gate.close()
+    async with asyncio.TaskGroup() as group:
+        first = group.create_task(_run(engine, STORY, temperature=0, max_tokens=8))
+        await _eventually(gate.is_blocking.is_set)  # the first prefill
+        second = group.create_task(_run(engine, GREETING, temperature=0, max_tokens=8))
+        await _eventually(lambda: engine.stats().waiting == 1)
+        assert engine.stats().running == 0
+        gate.allow(
+            3
+        )  # the first prefill and step (alone until it shows its cache layout), the second prefill
+        await _eventually(lambda: engine.stats().batch_size == 2)
+        stats = engine.stats()
+        assert stats.running == 2 and stats.waiting == 0
+        assert stats.kv_cache_usage is not None and 0 < stats.kv_cache_usage <= 1
+        gate.open()
+    assert first.result()[1].usage.completion_tokens and second.result()[1].usage.completion_tokens
+    await _eventually(lambda: engine.stats().running == 0)
+    assert engine.stats() == EngineStats(running=0, waiting=0, batch_size=0, kv_cache_usage=0.0)

@@ -22,10 +22,14 @@ ANY_MODEL = "*"
 
 @dataclass(slots=True, frozen=True)
 class Quota:
-    """Limits the role sets; None means unlimited. Enforced by the service layer's limiters."""
+    """Limits the role sets for each of its users; None leaves them to the operator's defaults
+    (`ZIGGURAT_LIMITS__*`, unlimited unless set). Enforced by the service layer's limiters."""
 
     daily_tokens: int | None = None
     requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent_streams: int | None = None
+    monthly_tokens: int | None = None
 
 
 @dataclass(slots=True, frozen=True)

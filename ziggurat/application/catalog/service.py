@@ -15,6 +15,7 @@ at once, other replicas see them within `ttl_s`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,11 +85,19 @@ class ModelCatalog:
 
     async def list_models(self, principal: Principal) -> list[CatalogModel]:
         rules = await self._current_rules()
-        return [
+        usable = [
             _catalog_model(info, rules.get(info.name))
             for info in self._generation.list_models()
             if can_use_model(principal, info.name, rules.get(info.name))
         ]
+        # An alias is listed (under its own name) wherever the model it stands for is usable.
+        by_name = {model.info.name: model for model in usable}
+        for alias, target in self._generation.list_aliases().items():
+            if target.name in by_name and alias not in by_name:
+                usable.append(
+                    dataclasses.replace(by_name[target.name], info=dataclasses.replace(target, name=alias))
+                )
+        return usable
 
     async def resolve(self, principal: Principal, name: str | None) -> ModelInfo:
         """The named model (or the first one the principal may use); `ModelNotFound` otherwise."""

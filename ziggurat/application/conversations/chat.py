@@ -4,6 +4,8 @@ Every turn follows DESIGN.md's order: the user message (and a `streaming`
 placeholder for the reply) is committed before the job is submitted, so an
 accepted message survives whatever happens to the generation. No database
 connection is held while the model streams or while prompts are tokenised.
+The caller's rate limits and quotas are checked before anything is stored, so
+a refused turn (`RateLimited`) leaves no rows behind.
 
 Branches: a post continues the shown path; an edit adds a sibling of the
 edited user message (same parent) with a new reply; a regeneration adds a
@@ -56,8 +58,10 @@ from ziggurat.application.store.orm import new_id, utcnow
 from ziggurat.connection.broker.base import Priority
 from ziggurat.connection.leases import Leases
 from ziggurat.errors import Conflict, InvalidRequest, NotFound
-from ziggurat.model.engine import Usage
+from ziggurat.model.engine import GenerationRequest, Usage
 from ziggurat.service.generation import GenerationService
+from ziggurat.service.limits.policy import LimitSubject
+from ziggurat.service.limits.ticket import LimitTicket
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -77,6 +81,8 @@ class ChatPolicy:
     resolve_model: ModelResolver
     record_usage: UsageSink | None = None
     history_limit: int = 200
+    limits_for: Callable[[Principal], LimitSubject | None] | None = None
+    """The rate limits and quotas a principal's turns are held to (None: none)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -248,6 +254,8 @@ class ChatService:
     async def _start(
         self, principal: Principal, conversation_id: str, action: TurnAction, key: str | None
     ) -> ChatTurn:
+        # A draining server refuses before anything is stored, so the retry on another server starts clean.
+        self._generation.check_accepting()
         for attempt in range(2):
             plan = plan_turn(await self._plan_inputs(principal, conversation_id, action), action, key)
             if plan.replay is not None:
@@ -259,15 +267,27 @@ class ChatService:
                 max_tokens=plan.parameters.max_tokens,
             )
             job_id = new_id()
+            request = to_generation_request(
+                model=plan.model.name, messages=fitted.messages, parameters=plan.parameters, request_id=job_id
+            )
+            # Rate limits and quotas are checked before the turn is stored: a refusal leaves no rows.
+            admission = await self._generation.admit(
+                request, self._limits_of(principal), prompt_tokens=fitted.report.prompt_tokens
+            )
             try:
                 user_message = await self._write(principal, conversation_id, action, plan, key, job_id)
-            except IntegrityError:
-                if key is None or attempt > 0:
+            except BaseException as exc:
+                if admission is not None:
+                    await admission.abandon()
+                if not isinstance(exc, IntegrityError) or key is None or attempt > 0:
                     raise
                 # Most likely a racing retry stored this key first: plan again from its rows.
                 continue
-            return await self._submit(principal, plan, fitted, user_message, job_id)
+            return await self._submit(principal, plan, fitted, user_message, request, admission)
         raise AssertionError("unreachable")
+
+    def _limits_of(self, principal: Principal) -> LimitSubject | None:
+        return self._policy.limits_for(principal) if self._policy.limits_for is not None else None
 
     async def _plan_inputs(
         self, principal: Principal, conversation_id: str, action: TurnAction
@@ -348,17 +368,17 @@ class ChatService:
         plan: TurnPlan,
         fitted: FittedPrompt,
         user_message: MessageOut,
-        job_id: str,
+        request: GenerationRequest,
+        admission: LimitTicket | None,
     ) -> ChatTurn:
-        request = to_generation_request(
-            model=plan.model.name, messages=fitted.messages, parameters=plan.parameters, request_id=job_id
-        )
+        job_id = request.request_id
         try:
             stream = await self._generation.submit(
                 request,
                 priority=Priority.INTERACTIVE,
                 cancel_on_close=False,
                 cache_scope=self._generation.cache_scope(principal.user_id),
+                admission=admission,
             )
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
@@ -378,7 +398,7 @@ class ChatService:
         """Store a reply's final state in a task the service owns, safe from the caller's cancellation."""
         owner = self._usage_owners.pop(reply_id, None)
         if owner is not None and outcome.usage is not None and self._policy.record_usage is not None:
-            self._policy.record_usage(owner[0], owner[1], outcome.usage)
+            self._policy.record_usage(owner[0], outcome.model or owner[1], outcome.usage)
         task = asyncio.create_task(
             self._write_reply(reply_id, job_id, outcome), name=f"store-reply-{reply_id}"
         )
@@ -399,6 +419,7 @@ class ChatService:
                 finish_reason=outcome.finish_reason,
                 prompt_tokens=usage.prompt_tokens if usage is not None else None,
                 completion_tokens=usage.completion_tokens if usage is not None else None,
+                model=outcome.model,
             )
             reply = await repository.get_message_by_id(reply_id)
             if reply is None:

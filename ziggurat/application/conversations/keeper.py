@@ -12,6 +12,7 @@ the row still being `streaming` for that job, so a reply is stored once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.application.conversations.turn import ReplyOutcome, outcome_of
 from ziggurat.connection.leases import Leases
 from ziggurat.model.engine import GenerationEnd, TextDelta
-from ziggurat.service.generation import GenerationStream
+from ziggurat.service.generation import AnswerStream
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -63,7 +64,7 @@ class ReplyKeeper:
     def kept_count(self) -> int:
         return len(self._kept)
 
-    async def keep(self, reply_id: str, stream: GenerationStream, *, lease_taken: bool = False) -> None:
+    async def keep(self, reply_id: str, stream: AnswerStream, *, lease_taken: bool = False) -> None:
         """Start storing `reply_id` from `stream` when it ends (this gateway holds the lease)."""
         if reply_id in self._kept:
             return
@@ -72,7 +73,7 @@ class ReplyKeeper:
         task = asyncio.create_task(self._run(reply_id, stream), name=f"keep-reply-{reply_id}")
         self._kept[reply_id] = _Kept(task)
 
-    async def adopt(self, reply_id: str, stream: GenerationStream) -> bool:
+    async def adopt(self, reply_id: str, stream: AnswerStream) -> bool:
         """Keep a reply whose gateway went away, if no other gateway has adopted it first."""
         if reply_id in self._kept:
             return False
@@ -92,7 +93,7 @@ class ReplyKeeper:
         except TimeoutError:
             return None
 
-    async def _run(self, reply_id: str, stream: GenerationStream) -> None:
+    async def _run(self, reply_id: str, stream: AnswerStream) -> None:
         renewer = asyncio.create_task(self._renew(reply_id))
         kept = self._kept[reply_id]
         parts: list[str] = []
@@ -107,6 +108,8 @@ class ReplyKeeper:
                         else:
                             end = entry.event
                 outcome = outcome_of("".join(parts), end)
+                if stream.answered_by != stream.job.request.model:
+                    outcome = dataclasses.replace(outcome, model=stream.answered_by)
             except asyncio.CancelledError:
                 if self._is_shared:
                     raise  # another gateway adopts it once our lease lapses

@@ -109,12 +109,15 @@ class ConversationRepository:
         finish_reason: str,
         prompt_tokens: int | None,
         completion_tokens: int | None,
+        model: str | None = None,
     ) -> bool:
         """Store a reply's final state once: only while it is still `streaming` by job `job_id`.
 
         Several gateways may try to store the same reply (its own, and one that
         recovered it after a crash); the condition makes exactly one of them win.
+        `model` replaces the reply's model when another one answered (a fallback).
         """
+        answered_by = {"model": model} if model is not None else {}
         result = await self._session.execute(
             update(Message)
             .where(Message.id == message_id, Message.status == "streaming", Message.job_id == job_id)
@@ -124,6 +127,7 @@ class ConversationRepository:
                 finish_reason=finish_reason,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
+                **answered_by,
             )
         )
         assert isinstance(result, CursorResult)

@@ -3,8 +3,10 @@
 The title job goes through the same `GenerationService` as chat, at
 `Priority.BACKGROUND`, so it only ever uses engine capacity that no user is
 waiting for, and a full queue just means no title (the first words of the
-message stay). The title is stored with a compare-and-set that skips
-conversations the user renamed meanwhile (or deleted).
+message stay). Titles are not held to the user's rate limits or quotas: the
+platform asks for them, and the usage reports leave them out too. The title
+is stored with a compare-and-set that skips conversations the user renamed
+meanwhile (or deleted).
 
 `TitleWriter` owns its tasks through a `Supervisor`: failures are logged when
 they happen, and `aclose()` cancels whatever is still running at shutdown

@@ -16,7 +16,7 @@ from ziggurat.application.conversations.context import ContextReport
 from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
-from ziggurat.service.generation import GenerationStream
+from ziggurat.service.generation import AnswerStream
 
 _FAILED = "The model failed while generating this answer."
 
@@ -34,6 +34,8 @@ class ReplyOutcome:
     status: str
     finish_reason: str
     usage: Usage | None = None
+    model: str | None = None
+    """The model that answered, when a fallback made it another than the reply's."""
 
 
 def outcome_of(text: str, end: GenerationEnd | None) -> ReplyOutcome:
@@ -74,7 +76,7 @@ class ChatTurn:
         *,
         user_message: MessageOut | None,
         reply_id: str,
-        stream: GenerationStream | None = None,
+        stream: AnswerStream | None = None,
         wait_stored: WaitStored | None = None,
         stored_reply: MessageOut | None = None,
         context: ContextReport | None = None,

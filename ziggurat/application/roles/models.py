@@ -25,5 +25,8 @@ class Role(Base):
     allowed_models: Mapped[list[str]] = mapped_column(JSON)
     daily_tokens: Mapped[int | None] = mapped_column(Integer)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_streams: Mapped[int | None] = mapped_column(Integer)
+    monthly_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

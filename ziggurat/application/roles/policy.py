@@ -41,6 +41,12 @@ def policy_of(name: str, row: Role | None) -> RolePolicy:
             name=row.name,
             permissions=frozenset(row.permissions) & PERMISSIONS,
             allowed_models=frozenset(row.allowed_models),
-            quota=Quota(daily_tokens=row.daily_tokens, requests_per_minute=row.requests_per_minute),
+            quota=Quota(
+                daily_tokens=row.daily_tokens,
+                requests_per_minute=row.requests_per_minute,
+                tokens_per_minute=row.tokens_per_minute,
+                max_concurrent_streams=row.max_concurrent_streams,
+                monthly_tokens=row.monthly_tokens,
+            ),
         )
     return BUILTIN_ROLES.get(name, RolePolicy(name, frozenset(), frozenset()))

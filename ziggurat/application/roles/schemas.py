@@ -13,6 +13,20 @@ from ziggurat.application.users.models import ROLE_NAME_MAX_LENGTH
 Permission = Literal["chat", "admin"]
 ROLE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 ModelName = Field(min_length=1, max_length=200)
+QuotaField = Field(
+    default=None,
+    ge=0,
+    le=DATABASE_INT_MAX,
+    description="Per user of the role; null: the server's default (ZIGGURAT_LIMITS__*), 0: none allowed.",
+)
+QUOTA_FIELDS = (
+    "daily_tokens",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent_streams",
+    "monthly_tokens",
+)
+"""The role's limits: each may be set back to null (the default) with PATCH."""
 
 
 class _Request(BaseModel):
@@ -26,16 +40,22 @@ class RoleCreate(_Request):
     allowed_models: list[str] = Field(
         default=["*"], max_length=1000, description="Model names this role may use; `*` for every model."
     )
-    daily_tokens: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
-    requests_per_minute: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
+    daily_tokens: int | None = QuotaField
+    requests_per_minute: int | None = QuotaField
+    tokens_per_minute: int | None = QuotaField
+    max_concurrent_streams: int | None = QuotaField
+    monthly_tokens: int | None = QuotaField
 
 
 class RoleUpdate(_Request):
     description: str | None = Field(default=None, max_length=500)
     permissions: list[Permission] | None = Field(default=None, max_length=8)
     allowed_models: list[str] | None = Field(default=None, max_length=1000)
-    daily_tokens: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
-    requests_per_minute: int | None = Field(default=None, ge=0, le=DATABASE_INT_MAX)
+    daily_tokens: int | None = QuotaField
+    requests_per_minute: int | None = QuotaField
+    tokens_per_minute: int | None = QuotaField
+    max_concurrent_streams: int | None = QuotaField
+    monthly_tokens: int | None = QuotaField
 
 
 class RoleOut(BaseModel):
@@ -45,6 +65,9 @@ class RoleOut(BaseModel):
     allowed_models: list[str]
     daily_tokens: int | None
     requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_concurrent_streams: int | None
+    monthly_tokens: int | None
     is_builtin: bool
     created_at: datetime | None
     updated_at: datetime | None

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ziggurat.application.audit.log import AuditRepository, audit_event
 from ziggurat.application.audit.models import AuditAction, AuditEvent
 from ziggurat.application.auth.credential_cache import CredentialCache
-from ziggurat.application.auth.principal import SCOPE_ADMIN, Principal
+from ziggurat.application.auth.principal import SCOPE_ADMIN, Principal, Quota
 from ziggurat.application.roles.models import Role
 from ziggurat.application.roles.policy import BUILTIN_ROLES, ROLE_ADMIN, RolePolicy, policy_of
 from ziggurat.application.roles.repository import RoleRepository
-from ziggurat.application.roles.schemas import RoleCreate, RoleOut, RoleUpdate
+from ziggurat.application.roles.schemas import QUOTA_FIELDS, RoleCreate, RoleOut, RoleUpdate
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.orm import utcnow
 from ziggurat.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -34,8 +34,7 @@ def role_out(name: str, row: Role | None) -> RoleOut:
         description=row.description if row is not None else f"Built-in role `{name}`.",
         permissions=sorted(policy.permissions),
         allowed_models=sorted(policy.allowed_models),
-        daily_tokens=policy.quota.daily_tokens,
-        requests_per_minute=policy.quota.requests_per_minute,
+        **_quota_fields(policy.quota),
         is_builtin=name in BUILTIN_ROLES,
         created_at=row.created_at if row is not None else None,
         updated_at=row.updated_at if row is not None else None,
@@ -91,8 +90,7 @@ class RoleService:
             description=request.description,
             permissions=sorted(set(request.permissions)),
             allowed_models=sorted(set(request.allowed_models)),
-            daily_tokens=request.daily_tokens,
-            requests_per_minute=request.requests_per_minute,
+            **{field: getattr(request, field) for field in QUOTA_FIELDS},
             created_at=now,
             updated_at=now,
         )
@@ -127,7 +125,7 @@ class RoleService:
             for field, value in changes.items():
                 if value is not None and field in ("permissions", "allowed_models"):
                     value = sorted(set(value))
-                if value is not None or field in ("daily_tokens", "requests_per_minute"):
+                if value is not None or field in QUOTA_FIELDS:
                     setattr(row, field, value)
             row.updated_at = utcnow()
             AuditRepository(session).add(_role_event(AuditAction.ROLE_UPDATED, principal, row))
@@ -159,8 +157,7 @@ def _row_from_builtin(policy: RolePolicy) -> Role:
         description=f"Built-in role `{policy.name}`.",
         permissions=sorted(policy.permissions),
         allowed_models=sorted(policy.allowed_models),
-        daily_tokens=policy.quota.daily_tokens,
-        requests_per_minute=policy.quota.requests_per_minute,
+        **_quota_fields(policy.quota),
         created_at=now,
         updated_at=now,
     )
@@ -174,10 +171,13 @@ def _role_event(action: AuditAction, principal: Principal, row: Role) -> AuditEv
             "role": row.name,
             "permissions": list(row.permissions),
             "allowed_models": list(row.allowed_models),
-            "daily_tokens": row.daily_tokens,
-            "requests_per_minute": row.requests_per_minute,
+            **{field: getattr(row, field) for field in QUOTA_FIELDS},
         },
     )
+
+
+def _quota_fields(quota: Quota) -> dict[str, int | None]:
+    return {field: getattr(quota, field) for field in QUOTA_FIELDS}
 
 
 def _require_admin(principal: Principal) -> None:

@@ -13,9 +13,10 @@ which resumes from what the event stream already holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ziggurat.model.engine import GenerationRequest
 
@@ -35,6 +36,10 @@ class Job:
     priority: Priority = Priority.API
     submitted_at: float = 0.0
     """`time.monotonic()` on the submitting gateway (for its own latency metrics only)."""
+    enqueued_at: float = 0.0
+    """`time.time()` when the job was queued (0: unknown): a worker measures the queue wait from it."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """W3C trace context (`traceparent`, `tracestate`) of the submitting span; empty without tracing."""
 
 
 class Delivery(Protocol):
@@ -54,6 +59,16 @@ class Delivery(Protocol):
     async def dead_letter(self) -> None:
         """Give up on the job: it goes to the dead-letter queue, never to another worker."""
         ...
+
+
+@runtime_checkable
+class PriorityDepths(Protocol):
+    """An optional queue capability: how many jobs wait in each priority class.
+
+    The in-process queue knows; RabbitMQ reports only a queue's total (`queue_depth`).
+    """
+
+    def queue_depth_by_priority(self, model: str) -> Mapping[Priority, int]: ...
 
 
 class JobQueue(Protocol):
@@ -76,6 +91,16 @@ class JobQueue(Protocol):
 
         Call it only with a free engine slot: a worker holds at most as many
         deliveries as it has slots, so the queue is the load balancer.
+        """
+        ...
+
+    async def stop_consuming(self, model: str) -> None:
+        """Stop receiving jobs for `model` (a draining worker); jobs received but not taken go back.
+
+        Deliveries already taken stay this worker's to ack or release. Without
+        this, a draining worker would keep being sent jobs it will not start
+        (each finished job frees prefetch room) until its connection closes.
+        Idempotent, and harmless before `consume`.
         """
         ...
 

@@ -7,10 +7,10 @@ RabbitMQ with Redis Streams. Workers use the two parts directly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
-from ziggurat.connection.broker.base import Job, JobQueue
+from ziggurat.connection.broker.base import Job, JobQueue, Priority, PriorityDepths
 from ziggurat.connection.streams.base import EventStreams, StreamEntry
 
 
@@ -31,6 +31,12 @@ class Broker:
 
     def queue_depth(self, model: str) -> int:
         return self.jobs.queue_depth(model)
+
+    def queue_depth_by_priority(self, model: str) -> Mapping[Priority, int] | None:
+        """Jobs waiting per priority class, where the queue can tell (None for RabbitMQ)."""
+        if isinstance(self.jobs, PriorityDepths):
+            return self.jobs.queue_depth_by_priority(model)
+        return None
 
     async def aclose(self) -> None:
         await self.jobs.aclose()

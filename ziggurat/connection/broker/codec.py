@@ -27,6 +27,8 @@ def encode_job(job: Job) -> bytes:
                 "seed": params.seed,
             },
             "continuation": request.continuation,
+            "enqueued_at": job.enqueued_at,
+            "trace": dict(job.trace_context),
         }
     )
 
@@ -48,4 +50,11 @@ def decode_job(body: bytes) -> Job:
         ),
         continuation=str(data.get("continuation") or ""),
     )
-    return Job(job_id=request.request_id, request=request, priority=Priority(int(data["priority"])))
+    trace = data.get("trace") or {}
+    return Job(
+        job_id=request.request_id,
+        request=request,
+        priority=Priority(int(data["priority"])),
+        enqueued_at=float(data.get("enqueued_at") or 0.0),
+        trace_context={str(key): str(value) for key, value in trace.items()},
+    )

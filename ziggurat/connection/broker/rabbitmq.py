@@ -55,6 +55,7 @@ _RECONNECT_GRACE_S = 2.0
 """How long `submit` waits for a connection being re-established before answering 503."""
 _RECONNECT_INTERVAL_S = 2.0
 _SETTLE_TIMEOUT_S = 5.0
+_PING_TIMEOUT_S = 1.0
 _DEPTH_REFRESH_S = 1.0
 _FULL_RETRY_AFTER_S = 2.0
 _UNREACHABLE_RETRY_AFTER_S = 5.0
@@ -155,6 +156,10 @@ class RabbitJobQueue:
         self._publish_channel: AbstractRobustChannel | None = None
         self._depth_channel: AbstractRobustChannel | None = None
         self._consume_channels: dict[str, AbstractRobustChannel] = {}
+        self._consumers: dict[str, tuple[AbstractRobustQueue, str]] = {}
+        """Model → (queue, consumer tag) of each running consumer."""
+        self._stopped: set[str] = set()
+        """Models whose consumer was stopped for good (a draining worker)."""
         self._inboxes: dict[str, asyncio.Queue[_RabbitDelivery]] = {}
         self._declared: dict[str, str] = {}
         """Model → queue name, for queues declared on the publish channel."""
@@ -346,6 +351,9 @@ class RabbitJobQueue:
         inbox = self._inboxes.setdefault(model, asyncio.Queue())
 
         async def on_message(message: AbstractIncomingMessage) -> None:
+            if model in self._stopped:  # sent before the cancel reached RabbitMQ: back for another worker
+                await _settle_quietly("release", message.message_id, lambda: message.nack(requeue=True))
+                return
             try:
                 job = decode_job(message.body)
             except Exception as exc:  # any malformed body: never let it stop the consumer
@@ -361,7 +369,29 @@ class RabbitJobQueue:
                 return
             inbox.put_nowait(_RabbitDelivery(message, job))
 
-        await queue.consume(on_message, no_ack=False)
+        self._consumers[model] = (queue, await queue.consume(on_message, no_ack=False))
+        if model in self._stopped:  # stopped while this consumer was starting
+            await self.stop_consuming(model)
+
+    async def stop_consuming(self, model: str) -> None:
+        """Cancel `model`'s consumer for good and release the jobs it received that were not taken.
+
+        The channel stays open, so deliveries already taken can still be acked
+        or released; RabbitMQ sends nothing more to this consumer once the
+        cancel is confirmed.
+        """
+        self._stopped.add(model)
+        consumer = self._consumers.pop(model, None)
+        if consumer is not None:
+            queue, tag = consumer
+            try:
+                async with asyncio.timeout(_SETTLE_TIMEOUT_S):
+                    await queue.cancel(tag)
+            except _BROKER_ERRORS as exc:  # the channel is gone: RabbitMQ put back what it held already
+                log.info("job_consumer_cancel_failed", model=model, error_type=type(exc).__name__)
+        inbox = self._inboxes.get(model)
+        while inbox is not None and not inbox.empty():
+            await inbox.get_nowait().release()
 
     async def take(self, model: str) -> Delivery:
         inbox = self._inboxes.get(model)
@@ -391,8 +421,21 @@ class RabbitJobQueue:
                     log.debug("queue_depth_refresh_failed", queue=name, error_type=type(exc).__name__)
 
     async def ping(self) -> bool:
-        connection = self._connection
-        return connection is not None and not connection.is_closed and connection.connected.is_set()
+        """Whether RabbitMQ answers now: a round trip (a passive declare of a built-in exchange).
+
+        The connection's own state alone says yes to a broker that stopped
+        answering until heartbeats time out (two heartbeats).
+        """
+        connection, channel = self._connection, self._depth_channel
+        if connection is None or channel is None or connection.is_closed or not connection.connected.is_set():
+            return False
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT_S):
+                underlay = await channel.get_underlay_channel()
+                await underlay.exchange_declare("amq.direct", passive=True)
+        except _BROKER_ERRORS:
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Stop the depth task, close the channels (unacked jobs go back to the queue) and the connection."""

@@ -19,6 +19,7 @@ from ziggurat.connection.broker.broker import Broker
 from ziggurat.errors import Forbidden, NotFound, Unauthenticated
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.health import HealthService
+from ziggurat.service.lifecycle import Draining
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import user_id_var
 
@@ -37,6 +38,7 @@ class Services:
     application: Application | None
     engines: list[Engine] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
+    draining: Draining = field(default_factory=Draining)
 
 
 def _services(request: Request) -> Services:

@@ -3,6 +3,9 @@
 Every error the API returns has the body `{"error": {"message", "type", "param",
 "code"}}`, request-validation failures included. Unexpected exceptions are logged
 with their trace and become a generic 500; the trace never reaches the client.
+Each error response counts in `ziggurat_errors_total{type}` (its OpenAI type);
+an error sent inside a stream that has started counts as a failed generation
+(`ziggurat_requests_total{status="error"}`) instead.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ziggurat import errors
+from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -70,6 +74,8 @@ def error_response(error: errors.ZigguratError) -> Response:
     retry_after = getattr(error, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if isinstance(error, errors.RateLimited):
+        headers.update(error.headers)
     if isinstance(error, errors.Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     return json_error(status_for(error), body_for(error), headers=headers)
@@ -96,14 +102,20 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, metrics: Metrics | None = None) -> None:
+    def count(kind: str) -> None:
+        if metrics is not None:
+            metrics.errors.labels(kind).inc()
+
     async def on_ziggurat_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.ZigguratError)
+        count(exc.kind)
         return error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         message, param = _describe_validation(exc)
+        count("invalid_request_error")
         return json_error(
             400, error_body(message, "invalid_request_error", param=param, code="invalid_request")
         )
@@ -113,11 +125,13 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = _STATUS_TYPES.get(
             exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"
         )
+        count(kind)
         headers = dict(exc.headers) if exc.headers else None
         return json_error(exc.status_code, error_body(str(exc.detail), kind), headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        count("server_error")
         return json_error(
             500, error_body("The server had an error while processing your request.", "server_error")
         )

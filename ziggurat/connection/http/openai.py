@@ -6,7 +6,10 @@ tools built on them work unchanged. Once a stream has started, an error is sent
 as a final `data: {"error": ...}` event followed by `[DONE]`. Models come from
 the application's `ModelCatalog`, so a role sees and uses only its models (one
 it may not use is `404 model_not_found`, like one that does not exist), and
-each finished generation's token usage goes to the `UsageRecorder`.
+each finished generation's token usage goes to the `UsageRecorder`. The
+caller's rate limits and quotas are checked on submit (`429` with
+`Retry-After`), and every answer carries the `x-ratelimit-*` headers of the
+limits in force, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ziggurat.connection.http.openai_schemas import (
 from ziggurat.connection.http.sse import DONE, encode_event, sse_response
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
-from ziggurat.service.generation import GenerationStream
+from ziggurat.service.generation import AnswerStream
 
 CACHE_HEADER = "x-ziggurat-cache"
 """`hit` (served from the response cache), `miss` (cacheable, generated now) or `bypass`."""
@@ -72,15 +75,18 @@ async def chat_completions(
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     job = to_generation_request(body, request_id=completion_id, model=model.name)
     stream = await generation.submit(
-        job, priority=Priority.API, cache_scope=generation.cache_scope(principal.user_id)
+        job,
+        priority=Priority.API,
+        cache_scope=generation.cache_scope(principal.user_id),
+        limits=application.limits.subject_for(principal),
     )
     encoder = ChunkEncoder(completion_id=completion_id, model=model.name)
-    cache_header = {CACHE_HEADER: stream.cache_status}
+    headers = {CACHE_HEADER: stream.cache_status, **stream.rate_limit}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(
             stream_chunks(stream, encoder, include_usage=include_usage, on_end=record_usage),
-            headers=cache_header,
+            headers=headers,
         )
     text, end = await stream.collect()
     record_usage(end.usage)
@@ -90,7 +96,7 @@ async def chat_completions(
         chat_completion_json(
             completion_id=completion_id, model=model.name, text=text, end=end, created=encoder.created
         ),
-        headers=cache_header,
+        headers=headers,
     )
 
 
@@ -99,7 +105,7 @@ def json_response(payload: dict[str, Any], *, headers: dict[str, str] | None = N
 
 
 async def stream_chunks(
-    stream: GenerationStream,
+    stream: AnswerStream,
     encoder: ChunkEncoder,
     *,
     include_usage: bool,

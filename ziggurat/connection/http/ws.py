@@ -40,6 +40,7 @@ from ziggurat.connection.http import ws_protocol as protocol
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.ws_outbox import Outbox
 from ziggurat.errors import Forbidden, InvalidRequest, Unauthenticated, ZigguratError
+from ziggurat.service.lifecycle import Draining
 from ziggurat.telemetry import get_logger, user_id_var
 
 log = get_logger(__name__)
@@ -71,7 +72,7 @@ async def chat_socket(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_SERVER_ERROR)
         return
     await websocket.accept()
-    await ChatSocket(websocket, services.application).serve()
+    await ChatSocket(websocket, services.application, services.draining).serve()
 
 
 @dataclass(slots=True, eq=False)
@@ -95,9 +96,10 @@ class ChatSocket:
     awaited, not cancelled, when it closes, so an accepted frame is never lost.
     """
 
-    def __init__(self, websocket: WebSocket, application: Application) -> None:
+    def __init__(self, websocket: WebSocket, application: Application, draining: Draining) -> None:
         self._websocket = websocket
         self._application = application
+        self._draining = draining
         self._outbox = Outbox(max_frames=OUTBOX_MAX_FRAMES, max_pending_chars=MAX_PENDING_CHARS)
         self._heartbeat_s = HEARTBEAT_S
         self._streams: dict[str, _Stream] = {}
@@ -120,9 +122,12 @@ class ChatSocket:
         opened_at = self._last_received = loop.time()
         log.info("ws_connected", api_key_id=principal.api_key_id)
         close_code: int | None = CLOSE_SERVER_ERROR
+        # A draining server waits until no stream runs here and every frame is sent.
+        unwatch = self._draining.watch(lambda: int(bool(self._streams) or not self._outbox.is_flushed))
         try:
             close_code = await self._run()
         finally:
+            unwatch()
             await self._settle()
             log.info(
                 "ws_closed",

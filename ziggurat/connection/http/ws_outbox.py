@@ -59,11 +59,17 @@ class Outbox:
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
+        self._is_sending = False
         self.frames_sent = 0
         self.deltas_coalesced = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def is_flushed(self) -> bool:
+        """Every frame queued so far has been sent."""
+        return not self._items and not self._is_sending
 
     def put(self, frame: Frame, *, stream: int | None = None) -> None:
         """Queue a control frame. It seals `stream`'s waiting delta, so later text goes after it."""
@@ -118,7 +124,12 @@ class Outbox:
     async def drain(self, send: Callable[[str], Awaitable[None]]) -> None:
         """The socket's writer: send frames in order until `send` raises (the client left)."""
         while True:
-            await send(await self.take())
+            frame = await self.take()
+            self._is_sending = True
+            try:
+                await send(frame)
+            finally:
+                self._is_sending = False
             self.frames_sent += 1
 
     def _append(self, item: str | _WaitingDelta) -> None:

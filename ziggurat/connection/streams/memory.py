@@ -135,6 +135,8 @@ class MemoryStreams:
             if pending:
                 has_seen_event = True
                 next_seq = stream.first_seq + start + len(pending)
+            if stream.next_seq > next_seq:  # written while this reader was suspended in `yield`
+                continue
             timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
             changed = stream.changed
             try:

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Sequence
 
 from ziggurat.model.engine import (
     ChatMessage,
+    EngineStats,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
@@ -104,6 +105,10 @@ class DemoEngine:
 
     async def aclose(self) -> None:
         return None
+
+    def stats(self) -> EngineStats:
+        """Generations streaming now; the demo engine has no batch, queue or KV cache."""
+        return EngineStats(running=self.active_count)
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """The same count the demo engine reports as prompt usage."""

@@ -28,6 +28,7 @@ from jinja2 import TemplateError
 from ziggurat.errors import ConfigurationError, InvalidRequest, UpstreamFailed
 from ziggurat.model.engine import (
     ChatMessage,
+    EngineStats,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
@@ -145,6 +146,21 @@ class TransformersEngine:
     @property
     def max_batch_observed(self) -> int:
         return self._decode_loop.max_batch_observed if self._decode_loop else 0
+
+    def stats(self) -> EngineStats:
+        """The decode loop's batch; KV-cache use is the padded cache's positions over what
+        `max_batch_size` sequences of the full context length would hold."""
+        loop, loaded = self._decode_loop, self._loaded
+        if loop is None or loaded is None:
+            return EngineStats(running=0, waiting=0, batch_size=0, kv_cache_usage=0.0)
+        running = loop.active_count
+        budget = self._max_batch_size * loaded.context_length
+        return EngineStats(
+            running=running,
+            waiting=loop.waiting_count,
+            batch_size=loop.last_batch_size if running else 0,
+            kv_cache_usage=min(1.0, loop.cached_positions / budget) if budget else None,
+        )
 
     async def start(self) -> None:
         """Load the model off the event loop, then start the decode thread."""

@@ -110,6 +110,11 @@ class RunningBatch:
     def __len__(self) -> int:
         return int(self._mask.shape[0])
 
+    @property
+    def cached_positions(self) -> int:
+        """Positions held per layer across all rows, padding included (shapes only: no device sync)."""
+        return int(self._mask.shape[0] * self._mask.shape[1])
+
     def add(self, cache: DynamicCache, prompt_length: int, first_token: int) -> None:
         """Stack one prefilled sequence (cache of `prompt_length` tokens) as the last row."""
         mask = torch.ones((1, prompt_length), dtype=torch.long, device=self._device)

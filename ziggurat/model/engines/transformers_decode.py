@@ -81,6 +81,10 @@ class DecodeLoop:
         self._is_stopping = False
         self.max_batch_observed = 0
         self.dropped_cancelled_count = 0
+        # Read by other threads for metrics (plain ints, written once per round): sequences in the
+        # latest decode step, and the KV-cache positions the batch holds (rows x length, padding included).
+        self.last_batch_size = 0
+        self.cached_positions = 0
 
     @property
     def active_count(self) -> int:
@@ -128,6 +132,7 @@ class DecodeLoop:
                 self._waiting.clear()
             self._sequences = []
             self._batch.clear()
+            self.last_batch_size = self.cached_positions = 0
             for sequence in leftovers:
                 self._end(sequence, reason, MODEL_FAILED if reason == "error" else None)
 
@@ -141,8 +146,10 @@ class DecodeLoop:
         for sequence in admitted:
             self._admit(sequence)
         self._drop_cancelled()
+        self.last_batch_size = len(self._sequences)
         if self._sequences:
             self._step()
+        self.cached_positions = self._batch.cached_positions
         return True
 
     def _take_waiting(self) -> list[SequenceState]:
