@@ -9,7 +9,8 @@ REQUESTS in total, and reads every byte. We record the relay process's CPU
 seconds (user + system) and the time to first byte seen by the client.
 
 Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
-[--tokens 64] [--inter-token-s 0.02]`. Output: JSON in bench/results/.
+[--tokens 64] [--inter-token-s 0.02] [--no-limits]` (limits, metrics and routing are on
+unless `--no-limits`). Output: JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ from _common import (
 )
 
 PYTHON = sys.executable
+LIMITS_ON = {
+    # Every limit checked on every request (high enough never to refuse one in this run).
+    "ZIGGURAT_LIMITS__REQUESTS_PER_MINUTE": "1000000",
+    "ZIGGURAT_LIMITS__TOKENS_PER_MINUTE": "1000000000",
+    "ZIGGURAT_LIMITS__MAX_CONCURRENT_STREAMS": "100000",
+    "ZIGGURAT_LIMITS__DAILY_TOKENS": "1000000000",
+    "ZIGGURAT_LIMITS__MONTHLY_TOKENS": "1000000000",
+    "ZIGGURAT_LIMITS__API_KEY_REQUESTS_PER_MINUTE": "1000000",
+}
 HERE = Path(__file__).parent
 BODY = {
     "model": "mock",
@@ -141,6 +151,7 @@ async def main(args: argparse.Namespace) -> None:
                 "ZIGGURAT_DATA_DIR": data_dir,
                 "ZIGGURAT_ENGINE__MAX_CONCURRENCY": str(args.concurrency * 2),
                 "ZIGGURAT_LOG__LEVEL": "WARNING",
+                **(LIMITS_ON if args.limits else {}),
             },
         )
         processes.append(gateway)
@@ -177,4 +188,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--inter-token-s", type=float, default=0.02)
+    parser.add_argument(
+        "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"
+    )
     asyncio.run(main(parser.parse_args()))
