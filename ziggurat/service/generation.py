@@ -25,7 +25,7 @@ from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.cache.response import CachedAnswer, ResponseCache, is_cacheable
 from ziggurat.connection.models import ModelDirectory
 from ziggurat.connection.streams.base import StreamEntry
-from ziggurat.errors import ModelNotFound, Overloaded, UpstreamFailed
+from ziggurat.errors import ModelNotFound, Overloaded
 from ziggurat.model.engine import (
     ChatMessage,
     GenerationEnd,
@@ -37,6 +37,7 @@ from ziggurat.model.engine import (
     estimate_tokens,
 )
 from ziggurat.service.admission import LoadShedder
+from ziggurat.service.answer_reading import ReadsAnswer
 from ziggurat.service.lifecycle import Draining
 from ziggurat.service.limits.gate import RateLimitGate
 from ziggurat.service.limits.policy import LimitSubject
@@ -91,7 +92,7 @@ class AnswerStream(Protocol):
 
 
 @dataclass(slots=True)
-class GenerationStream:
+class GenerationStream(ReadsAnswer):
     """A submitted job's stream, read from the start or after an entry id. Iterate once.
 
     `cancel_on_close`: leaving before the end cancels the job (an API client
@@ -208,11 +209,6 @@ class GenerationStream:
             if not is_finished and self.cancel_on_close:
                 _spawn_cancel(self.broker, self.job.job_id)
 
-    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
-        async with aclosing(self.entries()) as entries:
-            async for entry in entries:
-                yield entry.event
-
     def _record_end(self, end: GenerationEnd, elapsed_s: float) -> None:
         model = self.job.request.model
         self.metrics.e2e_latency.labels(model).observe(elapsed_s)
@@ -220,17 +216,6 @@ class GenerationStream:
         self.metrics.completion_tokens.labels(model).inc(end.usage.completion_tokens)
         self.metrics.generations.labels(model, end.finish_reason).inc()
         self.metrics.requests.labels(model, _REQUEST_STATUS[end.finish_reason]).inc()
-
-    async def collect(self) -> tuple[str, GenerationEnd]:
-        """The whole answer and its end event, for non-streaming callers."""
-        parts: list[str] = []
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                else:
-                    return "".join(parts), event
-        raise UpstreamFailed("The generation ended without a result.")
 
     async def cancel(self) -> None:
         await self.broker.cancel(self.job.job_id)

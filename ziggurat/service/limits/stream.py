@@ -8,14 +8,12 @@ client is charged once, when the keeper (the submitting reader) ends.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ziggurat.connection.broker.base import Job
 from ziggurat.connection.streams.base import StreamEntry
-from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, TextDelta
+from ziggurat.service.answer_reading import ReadsAnswer
 from ziggurat.service.limits.ticket import LimitTicket
 
 if TYPE_CHECKING:
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class LimitedStream:
+class LimitedStream(ReadsAnswer):
     inner: AnswerStream
     ticket: LimitTicket
 
@@ -48,21 +46,6 @@ class LimitedStream:
 
     def entries(self) -> AsyncGenerator[StreamEntry, None]:
         return self.ticket.track(self.inner.entries())
-
-    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
-        async with aclosing(self.entries()) as entries:
-            async for entry in entries:
-                yield entry.event
-
-    async def collect(self) -> tuple[str, GenerationEnd]:
-        parts: list[str] = []
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                else:
-                    return "".join(parts), event
-        raise UpstreamFailed("The generation ended without a result.")
 
     async def cancel(self) -> None:
         await self.inner.cancel()

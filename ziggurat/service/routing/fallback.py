@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from ziggurat.connection.broker.base import Job
 from ziggurat.connection.streams.base import StreamEntry
-from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, TextDelta, Usage
+from ziggurat.model.engine import GenerationEnd, GenerationEvent, Usage
+from ziggurat.service.answer_reading import ReadsAnswer
 from ziggurat.service.routing.attempts import FallbackRun
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ _FINAL_ENTRY_ID = "0-0"
 
 
 @dataclass(slots=True)
-class FallbackStream:
+class FallbackStream(ReadsAnswer):
     """A reader of `run`: iterate once. Leaving early cancels the request when `cancel_on_close`.
 
     `attempt_reader` is a `GenerationStream` used as a template for reading one
@@ -112,22 +112,6 @@ class FallbackStream:
         finally:
             if not is_finished and self.cancel_on_close:
                 run.cancel()
-
-    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
-        async with aclosing(self.entries()) as entries:
-            async for entry in entries:
-                yield entry.event
-
-    async def collect(self) -> tuple[str, GenerationEnd]:
-        """The whole answer and its end event, for non-streaming callers."""
-        parts: list[str] = []
-        async with aclosing(self.events()) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                else:
-                    return "".join(parts), event
-        raise UpstreamFailed(_NO_RESULT)
 
     async def cancel(self) -> None:
         await self.run.stop()
