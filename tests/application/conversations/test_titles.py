@@ -16,7 +16,7 @@ from ziggurat.application.conversations.titles import INSTRUCTION, clean_title
 from ziggurat.config import ConversationSettings, Settings
 from ziggurat.connection.broker.base import Priority
 from ziggurat.model.engine import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta, Usage
-from ziggurat.service.generation import GenerationStream
+from ziggurat.service.answer_stream import GenerationStream
 
 
 class TitlingEngine(ScriptedEngine):

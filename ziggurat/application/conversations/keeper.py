@@ -21,7 +21,7 @@ from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.application.conversations.turn import ReplyOutcome, outcome_of
 from ziggurat.connection.leases import Leases
 from ziggurat.model.engine import GenerationEnd, TextDelta
-from ziggurat.service.generation import AnswerStream
+from ziggurat.service.answer_stream import AnswerStream
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)

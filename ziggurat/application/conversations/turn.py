@@ -16,7 +16,7 @@ from ziggurat.application.conversations.context import ContextReport
 from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
-from ziggurat.service.generation import AnswerStream
+from ziggurat.service.answer_stream import AnswerStream
 
 _FAILED = "The model failed while generating this answer."
 

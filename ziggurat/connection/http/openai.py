@@ -36,7 +36,7 @@ from ziggurat.connection.http.openai_schemas import (
 from ziggurat.connection.http.sse import DONE, encode_event, sse_response
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
-from ziggurat.service.generation import AnswerStream
+from ziggurat.service.answer_stream import AnswerStream
 
 CACHE_HEADER = "x-ziggurat-cache"
 """`hit` (served from the response cache), `miss` (cacheable, generated now) or `bypass`."""

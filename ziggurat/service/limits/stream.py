@@ -17,7 +17,7 @@ from ziggurat.service.answer_reading import ReadsAnswer
 from ziggurat.service.limits.ticket import LimitTicket
 
 if TYPE_CHECKING:
-    from ziggurat.service.generation import AnswerStream
+    from ziggurat.service.answer_stream import AnswerStream
 
 
 @dataclass(slots=True)

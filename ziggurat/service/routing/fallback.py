@@ -29,7 +29,7 @@ from ziggurat.service.answer_reading import ReadsAnswer
 from ziggurat.service.routing.attempts import FallbackRun
 
 if TYPE_CHECKING:
-    from ziggurat.service.generation import CacheStore, GenerationStream
+    from ziggurat.service.answer_stream import CacheStore, GenerationStream
 
 _NO_RESULT = "The generation ended without a result."
 _FINAL_ENTRY_ID = "0-0"
