@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from tests.conftest import require_service
 from ziggurat.connection.broker import rabbitmq
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.codec import decode_job
@@ -343,7 +344,9 @@ async def test_consumer_and_publisher_resume_after_the_connection_drops(
     (6 s here), so the connection is reliably down for a while after the close.
     """
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on PATH (needed to close a connection from the broker side)")
+        require_service(
+            "rabbitmqctl", "PATH", FileNotFoundError("needed to close a connection from the broker side")
+        )
     monkeypatch.setattr(rabbitmq, "_RECONNECT_INTERVAL_S", 6.0)
     monkeypatch.setattr(rabbitmq, "_RECONNECT_GRACE_S", 0.2)
     queue = await open_queue()
@@ -353,7 +356,7 @@ async def test_consumer_and_publisher_resume_after_the_connection_drops(
     try:
         closed = await asyncio.to_thread(_close_connections_named, key_prefix)
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"rabbitmqctl could not close the connection: {exc!r}")
+        require_service("rabbitmqctl", "close_connection", exc)
     assert closed == 1
     await eventually(lambda: held.is_stale)  # its channel died with the connection
     assert not await queue.ping()
