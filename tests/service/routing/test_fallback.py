@@ -153,6 +153,9 @@ async def test_retries_with_jittered_backoff_before_moving_on() -> None:
         assert len(pauses.seconds) == 2
         assert 0 <= pauses.seconds[0] <= 0.2 and 0 <= pauses.seconds[1] <= 0.3  # base, then 2x base capped
         assert served.fallbacks("ft", "ft", "error") == 2
+        # Each retry is queued anew: its queue wait starts when it is queued, not at the first try.
+        enqueued = [job.enqueued_at for job in stream.run.attempts]
+        assert len(enqueued) == 3 and enqueued == sorted(enqueued) and enqueued[-1] > enqueued[0]
 
 
 def test_backoff_is_exponential_capped_and_fully_jittered() -> None:

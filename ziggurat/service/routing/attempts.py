@@ -221,14 +221,11 @@ class FallbackRun:
     def _next_job(self, model: str) -> Job:
         # Numbered by jobs queued: a refused one left no trace, so the next try reuses its id (and the
         # first queued job keeps the request's id, which another gateway can resume).
+        # Each try is queued now: its queue wait must not include earlier tries and backoff pauses.
         attempt = len(self.attempts)
-        if attempt == 0:
-            if model == self.job.request.model:
-                return self.job
-            return dataclasses.replace(self.job, request=dataclasses.replace(self.job.request, model=model))
-        job_id = attempt_job_id(self.job.job_id, attempt)
+        job_id = self.job.job_id if attempt == 0 else attempt_job_id(self.job.job_id, attempt)
         request = dataclasses.replace(self.job.request, model=model, request_id=job_id)
-        return dataclasses.replace(self.job, job_id=job_id, request=request)
+        return dataclasses.replace(self.job, job_id=job_id, request=request, enqueued_at=time.time())
 
     def _submitted(self, job: Job) -> None:
         self.attempts.append(job)
