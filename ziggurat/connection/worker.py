@@ -195,13 +195,11 @@ class Worker:
         try:
             claim = await self._streams.claim(job_id)
         except asyncio.CancelledError:
-            await delivery.release()
-            self._observer.job_settled(self._model, "released")
+            await self._release(delivery)
             raise
         except Exception as exc:  # the stream store is down: another worker may do better later
             log.warning("claim_failed", job_id=job_id, error_type=type(exc).__name__)
-            await delivery.release()
-            self._observer.job_settled(self._model, "released")
+            await self._release(delivery)
             return
         if claim.epoch == 1:  # a later claim's wait would include the earlier workers' time
             self._observer.job_claimed(self._model, delivery.job.priority, _queue_wait_s(delivery.job))
@@ -210,22 +208,19 @@ class Worker:
             return
         writer = self._publisher.writer(job_id, claim.epoch)
         if claim.status == "cancelled":
-            await writer.finish(GenerationEnd("cancelled", Usage(0, claim.tokens)))
-            await delivery.ack()
-            self._observer.job_settled(self._model, "cancelled")
+            end = GenerationEnd("cancelled", Usage(0, claim.tokens))
+            await self._end_without_running(delivery, writer, end, "cancelled")
             return
         if claim.epoch > self._max_deliveries:
             log.error("job_dead_lettered", job_id=job_id, deliveries=claim.epoch - 1)
             failure = GAVE_UP.format(count=claim.epoch - 1)
-            await writer.finish(GenerationEnd("error", Usage(0, claim.tokens), failure))
-            await delivery.dead_letter()
-            self._observer.job_settled(self._model, "dead_lettered")
+            end = GenerationEnd("error", Usage(0, claim.tokens), failure)
+            await self._end_without_running(delivery, writer, end, "dead_lettered")
             return
         max_tokens = delivery.job.request.params.max_tokens
         if max_tokens is not None and claim.tokens >= max_tokens:
-            await writer.finish(GenerationEnd("length", Usage(0, claim.tokens)))
-            await delivery.ack()
-            self._observer.job_settled(self._model, "completed")
+            end = GenerationEnd("length", Usage(0, claim.tokens))
+            await self._end_without_running(delivery, writer, end, "completed")
             return
         if claim.epoch > 1:
             self.resumed_count += 1
@@ -234,10 +229,24 @@ class Worker:
             await self._run(delivery, claim, writer)
         except asyncio.CancelledError:
             # This worker is stopping: the job goes back to the queue and another worker resumes it.
-            await delivery.release()
-            self._observer.job_settled(self._model, "released")
+            await self._release(delivery)
             raise
         await delivery.ack()
+
+    async def _release(self, delivery: Delivery) -> None:
+        await delivery.release()
+        self._observer.job_settled(self._model, "released")
+
+    async def _end_without_running(
+        self, delivery: Delivery, writer: JobWriter, end: GenerationEnd, outcome: JobOutcome
+    ) -> None:
+        """End a job's stream with `end` and settle it, without running the engine."""
+        await writer.finish(end)
+        if outcome == "dead_lettered":
+            await delivery.dead_letter()
+        else:
+            await delivery.ack()
+        self._observer.job_settled(self._model, outcome)
 
     async def _run(self, delivery: Delivery, claim: Claim, writer: JobWriter) -> None:
         job_id = delivery.job.job_id
