@@ -46,6 +46,18 @@ async def consume(turn: ChatTurn) -> tuple[str, TurnEnd]:
     raise AssertionError("the turn ended without a TurnEnd")
 
 
+async def first_deltas(turn: ChatTurn, count: int) -> list[TurnDelta]:
+    """Read the first `count` deltas of a turn, then leave (as a client that drops would)."""
+    deltas: list[TurnDelta] = []
+    async with aclosing(turn.events()) as events:
+        async for event in events:
+            assert isinstance(event, TurnDelta)
+            deltas.append(event)
+            if len(deltas) == count:
+                break
+    return deltas
+
+
 async def say(application: Application, principal: Principal, conversation_id: str, content: str) -> ChatTurn:
     """Post a user message and read its reply to the end."""
     turn = await application.chat.post_message(principal, conversation_id, MessageCreate(content=content))

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.application.conftest import MODEL, ScriptedEngine
-from tests.application.conversations.conftest import consume, say, stored_message, words
+from tests.application.conversations.conftest import consume, first_deltas, say, stored_message, words
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.models import Message
 from ziggurat.application.conversations.schemas import ConversationCreate, GenerationOverrides, MessageCreate
-from ziggurat.application.conversations.turn import ChatTurn, TurnDelta
+from ziggurat.application.conversations.turn import ChatTurn
 from ziggurat.application.presets.schemas import PresetCreate
 from ziggurat.application.store.database import Database
 from ziggurat.application.usage.models import UsageEvent
@@ -99,17 +99,11 @@ async def test_leaving_early_does_not_stop_the_reply_which_is_stored_whole(
     engine.inter_token_s = 0.002
     conversation = await application.conversations.create(alice, ConversationCreate())
     turn = await application.chat.post_message(alice, conversation.id, MessageCreate(content="long"))
-    received: list[str] = []
-    async with aclosing(turn.events()) as events:
-        async for event in events:
-            assert isinstance(event, TurnDelta)
-            received.append(event.text)
-            if len(received) == 3:
-                break
+    received = await first_deltas(turn, 3)
 
     stored = await application.chat.wait_stored(turn.reply_id, timeout_s=10)
     assert (stored.status, stored.content) == ("complete", engine.reply)
-    assert stored.content.startswith("".join(received))
+    assert stored.content.startswith("".join(d.text for d in received))
 
 
 async def test_a_client_that_drops_resumes_after_the_last_entry_it_saw(
@@ -119,13 +113,7 @@ async def test_a_client_that_drops_resumes_after_the_last_entry_it_saw(
     engine.inter_token_s = 0.002
     conversation = await application.conversations.create(alice, ConversationCreate())
     turn = await application.chat.post_message(alice, conversation.id, MessageCreate(content="long"))
-    seen: list[TurnDelta] = []
-    async with aclosing(turn.events()) as events:
-        async for event in events:
-            assert isinstance(event, TurnDelta)
-            seen.append(event)
-            if len(seen) == 5:
-                break
+    seen = await first_deltas(turn, 5)
 
     resumed = await application.chat.resume(alice, turn.reply_id, after=seen[-1].entry_id)
     rest, end = await consume(resumed)
@@ -238,8 +226,7 @@ async def test_a_retry_after_a_cut_short_reply_generates_it_again(
     message = MessageCreate(content="again please")
     engine.inter_token_s = 0.01
     turn = await application.chat.post_message(alice, conversation.id, message, "k")
-    async with aclosing(turn.events()) as events:
-        await anext(events)
+    await first_deltas(turn, 1)
     stopped = await application.chat.stop(alice, conversation.id, turn.reply_id)
     assert stopped.status == "cancelled"
 
