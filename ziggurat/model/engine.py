@@ -38,6 +38,20 @@ class SamplingParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_k: int | None = None
+    """Keep only the k most likely tokens before sampling; None or 0: no limit."""
+    repetition_penalty: float | None = None
+    """Multiplicative penalty (>1 discourages) on tokens already in the prompt or answer (HF/vLLM sense)."""
+    frequency_penalty: float | None = None
+    """OpenAI sense: subtract `penalty * count` from the logit of each token already generated."""
+    presence_penalty: float | None = None
+    """OpenAI sense: subtract `penalty` from the logit of each token generated at least once."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Extra token ids that end the answer (like the model's own end-of-sequence tokens)."""
+    logprobs: bool = False
+    """Report the chosen token's log-probability with each delta."""
+    top_logprobs: int = 0
+    """With `logprobs`: also report this many most likely alternatives per token (0 to 20)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,10 +76,23 @@ class Usage:
 
 
 @dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, with the most likely alternatives if asked for."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
 class TextDelta:
-    """A piece of the answer. Always a complete UTF-8 string (never half a character)."""
+    """A piece of the answer. Always a complete UTF-8 string (never half a character).
+
+    `logprobs` is set only when the request asked for them: one entry per token in `text`.
+    """
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(slots=True, frozen=True)
