@@ -9,7 +9,7 @@ REQUESTS in total, and reads every byte. We record the relay process's CPU
 seconds (user + system) and the time to first byte seen by the client.
 
 Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
-[--tokens 64] [--inter-token-s 0.02] [--no-limits]` (limits, metrics and routing are on
+[--tokens 64] [--inter-token-s 0.02] [--no-limits] [--profile FILE]` (limits, metrics and routing are on
 unless `--no-limits`). Output: JSON in bench/results/.
 """
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,10 +102,17 @@ async def measure(
 ) -> dict[str, Any]:
     await load(url, headers, concurrency=min(args.concurrency, 20), requests=40)  # warm-up
     before = cpu_seconds(process)
+    threads_before = _thread_cpu(process)
     stats = await load(url, headers, concurrency=args.concurrency, requests=args.requests)
     cpu = cpu_seconds(process) - before
+    threads = _thread_cpu(process)
+    busy_threads = sorted(
+        (round(spent - threads_before.get(thread_id, 0.0), 3) for thread_id, spent in threads.items()),
+        reverse=True,
+    )
     return {
         **stats,
+        "cpu_s_by_thread": busy_threads[:4],
         "cpu_s": round(cpu, 3),
         "cpu_us_per_request": round(cpu / args.requests * 1e6, 1),
         "cpu_us_per_token": round(cpu / (args.requests * args.tokens) * 1e6, 2),
@@ -158,12 +167,16 @@ async def main(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{ziggurat_port}"
         await wait_http(base + "/healthz")
         key = await ziggurat_api_key(base)
+        profiler = _start_profiler(gateway.pid, args.profile) if args.profile else None
         ours = await measure(
             psutil.Process(gateway.pid),
             base + "/v1/chat/completions",
             {"Authorization": f"Bearer {key}"},
             args,
         )
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
     finally:
         for process in processes:
             process.terminate()
@@ -182,6 +195,18 @@ async def main(args: argparse.Namespace) -> None:
     )
 
 
+def _thread_cpu(process: psutil.Process) -> dict[int, float]:
+    """CPU seconds per thread: tells the event loop's share from helper threads' (SQLite, executors)."""
+    return {thread.id: thread.user_time + thread.system_time for thread in process.threads()}
+
+
+def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
+    py_spy = Path(PYTHON).with_name("py-spy")
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", output]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=200)
@@ -191,4 +216,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"
     )
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway during its run (collapsed stacks)")
     asyncio.run(main(parser.parse_args()))
