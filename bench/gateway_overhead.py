@@ -216,5 +216,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"
     )
-    parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway during its run (collapsed stacks)")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway (collapsed stacks)")
     asyncio.run(main(parser.parse_args()))
