@@ -287,7 +287,7 @@ class Worker:
                     if isinstance(event, GenerationEnd):
                         ended = event  # engines end after this; reading on lets them finish cleanly
                     else:
-                        await writer.write(event.text)
+                        await writer.write(event.text, event.logprobs)
             end = (
                 _with_earlier_tokens(ended, claim.tokens)
                 if ended is not None

@@ -54,8 +54,8 @@ class CachedAnswer:
 
 def is_cacheable(request: GenerationRequest) -> bool:
     """Whether the request is deterministic enough for its answer to be served again."""
-    if request.continuation:
-        return False
+    if request.continuation or request.params.logprobs:
+        return False  # a stored answer has no logprobs to give back
     return request.params.temperature == 0 or request.params.seed is not None
 
 
@@ -69,19 +69,26 @@ def _messages(messages: tuple[ChatMessage, ...]) -> list[list[str]]:
 
 def _normalised(request: GenerationRequest, scope: str, messages: tuple[ChatMessage, ...]) -> bytes:
     params = request.params
-    return orjson.dumps(
-        {
-            "model": request.model,
-            "scope": scope,
-            "messages": _messages(messages),
-            "max_tokens": params.max_tokens,
-            "temperature": _float(params.temperature),
-            "top_p": _float(params.top_p),
-            "stop": list(params.stop),
-            "seed": params.seed,
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
+    key: dict[str, object] = {
+        "model": request.model,
+        "scope": scope,
+        "messages": _messages(messages),
+        "max_tokens": params.max_tokens,
+        "temperature": _float(params.temperature),
+        "top_p": _float(params.top_p),
+        "stop": list(params.stop),
+        "seed": params.seed,
+    }
+    # Later sampling controls join the key only when set, so existing entries keep their keys.
+    extra = {
+        "top_k": params.top_k or None,
+        "repetition_penalty": _float(params.repetition_penalty),
+        "frequency_penalty": _float(params.frequency_penalty),
+        "presence_penalty": _float(params.presence_penalty),
+        "stop_token_ids": list(params.stop_token_ids) or None,
+    }
+    key.update((name, value) for name, value in extra.items() if value is not None)
+    return orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
 
 
 def _encode(text: str, end: GenerationEnd) -> bytes:

@@ -35,7 +35,8 @@ from ziggurat.connection.http.openai_schemas import (
 )
 from ziggurat.connection.http.sse import DONE, encode_event, sse_response
 from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
+from ziggurat.model.engine import GenerationEnd, TextDelta, TokenLogprob, Usage
+from ziggurat.service.answer_reading import NO_RESULT
 from ziggurat.service.answer_stream import AnswerStream
 
 CACHE_HEADER = "x-ziggurat-cache"
@@ -88,16 +89,39 @@ async def chat_completions(
             stream_chunks(stream, encoder, include_usage=include_usage, on_end=record_usage),
             headers=headers,
         )
-    text, end = await stream.collect()
+    if body.logprobs:
+        text, end, logprobs = await collect_with_logprobs(stream)
+    else:
+        (text, end), logprobs = await stream.collect(), None
     record_usage(end.usage)
     if end.finish_reason == "error":
         raise UpstreamFailed(end.error or "The model failed while generating this answer.")
     return json_response(
         chat_completion_json(
-            completion_id=completion_id, model=model.name, text=text, end=end, created=encoder.created
+            completion_id=completion_id,
+            model=model.name,
+            text=text,
+            end=end,
+            created=encoder.created,
+            logprobs=logprobs,
         ),
         headers=headers,
     )
+
+
+async def collect_with_logprobs(stream: AnswerStream) -> tuple[str, GenerationEnd, list[TokenLogprob] | None]:
+    """The whole answer, its end and its tokens' logprobs (None when the engine gave none)."""
+    parts: list[str] = []
+    logprobs: list[TokenLogprob] | None = None
+    async with aclosing(stream.events()) as events:
+        async for event in events:
+            if isinstance(event, GenerationEnd):
+                return "".join(parts), event, logprobs
+            parts.append(event.text)
+            if event.logprobs is not None:
+                logprobs = logprobs if logprobs is not None else []
+                logprobs.extend(event.logprobs)
+    raise UpstreamFailed(NO_RESULT)
 
 
 def json_response(payload: dict[str, Any], *, headers: dict[str, str] | None = None) -> Response:
@@ -116,7 +140,10 @@ async def stream_chunks(
     async with aclosing(stream.events()) as events:
         async for event in events:
             if isinstance(event, TextDelta):
-                yield encoder.delta(event.text)
+                if event.logprobs is None:
+                    yield encoder.delta(event.text)
+                else:
+                    yield encoder.delta_with_logprobs(event.text, event.logprobs)
             elif isinstance(event, GenerationEnd):
                 if on_end is not None:
                     on_end(event.usage)

@@ -8,16 +8,28 @@ ignored, as OpenAI-compatible servers do, so newer SDKs keep working.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ziggurat.errors import InvalidRequest
-from ziggurat.model.engine import ChatMessage, GenerationEnd, GenerationRequest, Role, SamplingParams
+from ziggurat.model.engine import (
+    ChatMessage,
+    GenerationEnd,
+    GenerationRequest,
+    Role,
+    SamplingParams,
+    TokenLogprob,
+)
 
 MAX_STOP_SEQUENCES = 4
 MAX_CONTENT_CHARS = 400_000
+MAX_TOP_LOGPROBS = 20
+MAX_TOP_K = 1_000_000
+MAX_STOP_TOKEN_IDS = 64
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class TextPart(BaseModel):
@@ -57,6 +69,14 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
+    # Beyond OpenAI's own set, as vLLM and SGLang accept them (top-level fields, same names).
+    top_k: Annotated[int, Field(ge=-1, le=MAX_TOP_K)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    stop_token_ids: Annotated[list[TokenId], Field(max_length=MAX_STOP_TOKEN_IDS)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -64,6 +84,12 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
         return value
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return self
 
     @model_validator(mode="after")
     def _has_content(self) -> ChatCompletionRequest:
@@ -91,6 +117,13 @@ def to_generation_request(body: ChatCompletionRequest, *, request_id: str, model
         top_p=body.top_p,
         stop=stops,
         seed=body.seed,
+        top_k=body.top_k if body.top_k is not None and body.top_k > 0 else None,
+        repetition_penalty=body.repetition_penalty,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
     )
     messages = tuple(ChatMessage(role=_to_role(m.role), content=m.text()) for m in body.messages)
     return GenerationRequest(request_id=request_id, model=model, messages=messages, params=params)
@@ -137,6 +170,16 @@ class ChunkEncoder:
     def delta(self, text: str) -> bytes:
         return self._delta_head + orjson.dumps(text) + self._delta_tail
 
+    def delta_with_logprobs(self, text: str, logprobs: Sequence[TokenLogprob]) -> bytes:
+        """A delta that carries its tokens' logprobs (only requests that asked for them come here)."""
+        return (
+            self._delta_head
+            + orjson.dumps(text)
+            + b'},"logprobs":'
+            + orjson.dumps(logprobs_json(logprobs))
+            + b',"finish_reason":null}]}\n\n'
+        )
+
     def finish(self, finish_reason: str) -> bytes:
         return (
             self._head
@@ -149,8 +192,33 @@ class ChunkEncoder:
         return self._head + b',"choices":[],"usage":' + orjson.dumps(usage_json(end)) + b"}\n\n"
 
 
+def logprobs_json(logprobs: Sequence[TokenLogprob]) -> dict[str, object]:
+    """A choice's `logprobs` object as OpenAI writes it; `bytes` is each token's UTF-8 encoding."""
+    return {
+        "content": [
+            {
+                "token": item.token,
+                "logprob": item.logprob,
+                "bytes": list(item.token.encode()),
+                "top_logprobs": [
+                    {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                    for token, logprob in item.top
+                ],
+            }
+            for item in logprobs
+        ],
+        "refusal": None,
+    }
+
+
 def chat_completion_json(
-    *, completion_id: str, model: str, text: str, end: GenerationEnd, created: int
+    *,
+    completion_id: str,
+    model: str,
+    text: str,
+    end: GenerationEnd,
+    created: int,
+    logprobs: Sequence[TokenLogprob] | None = None,
 ) -> dict[str, object]:
     return {
         "id": completion_id,
@@ -162,7 +230,7 @@ def chat_completion_json(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
+                "logprobs": logprobs_json(logprobs) if logprobs is not None else None,
                 "finish_reason": end.finish_reason,
             }
         ],

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, Protocol
 
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, Usage
+from ziggurat.model.engine import GenerationEnd, GenerationEvent, TokenLogprob, Usage
 
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 """Entry ids look like Redis stream ids (`<ms>-<seq>`) in every implementation."""
@@ -36,10 +36,14 @@ def is_entry_id(value: str) -> bool:
 
 @dataclass(slots=True, frozen=True)
 class Chunk:
-    """Text a worker emitted in one write: one or more engine deltas joined, and how many."""
+    """Text a worker emitted in one write: one or more engine deltas joined, and how many.
+
+    `logprobs`: the joined deltas' token logprobs, in order, when the request asked for them.
+    """
 
     text: str
     tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 Appendable = Chunk | GenerationEnd

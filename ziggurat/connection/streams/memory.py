@@ -47,7 +47,7 @@ class _Stream:
     def add(self, item: Appendable, max_entries: int) -> None:
         seq = self.next_seq
         if isinstance(item, Chunk):
-            entry = StreamEntry(f"0-{seq}", TextDelta(item.text), item.tokens)
+            entry = StreamEntry(f"0-{seq}", TextDelta(item.text, item.logprobs), item.tokens)
         else:
             entry = StreamEntry(f"0-{seq}", item)
             self.is_ended = True

@@ -15,7 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from ziggurat.connection.streams.base import Appendable, AppendStatus, Chunk, EventStreams
-from ziggurat.model.engine import GenerationEnd
+from ziggurat.model.engine import GenerationEnd, TokenLogprob
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -42,11 +42,19 @@ class JobWriter:
     """Every delta this writer was given (the usage of a job cut short)."""
     has_written: bool = False
     status: AppendStatus = AppendStatus.OK
+    logprobs: list[TokenLogprob] | None = None
+    """Buffered token logprobs; stays None for the (usual) requests that did not ask for them."""
 
-    async def write(self, text: str) -> None:
+    async def write(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> None:
+        """Buffer one engine delta; its `logprobs`, when the request asked for them, travel with it."""
         if self.status is not AppendStatus.OK:
             raise StreamClosed(self.status)
         self.parts.append(text)
+        if logprobs is not None:
+            # Only requests that asked for logprobs pay for this list (see `take_chunk`).
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(logprobs)
         self.tokens += 1
         self.written_tokens += 1
         if not self.has_written or self.publisher.flush_interval_s <= 0:
@@ -61,11 +69,15 @@ class JobWriter:
         return self.status
 
     def take_chunk(self) -> Chunk | None:
+        """The buffered deltas merged into one chunk: texts joined, logprobs concatenated in order."""
         if not self.parts:
             return None
-        chunk = Chunk("".join(self.parts), self.tokens)
+        logprobs = self.logprobs
+        chunk = Chunk("".join(self.parts), self.tokens, tuple(logprobs) if logprobs is not None else None)
         self.parts.clear()
         self.tokens = 0
+        if logprobs is not None:
+            logprobs.clear()
         return chunk
 
 

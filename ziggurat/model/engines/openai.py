@@ -16,8 +16,8 @@ of them by weight, a circuit breaker per server stops sending to one that keeps 
 and a request that fails before its first token is tried on another server (at most
 `max_attempts` servers). Once text has been relayed nothing is retried: the answer would
 change. Falling back to another *model* is the gateway's business (`service/routing`).
-The wire format lives in `openai_wire.py`. It does not relay tool calls, logprobs,
-reasoning content or `n > 1`.
+The wire format lives in `openai_wire.py`. It relays sampling controls and token
+logprobs, not tool calls, reasoning content or `n > 1`.
 """
 
 from __future__ import annotations
@@ -245,11 +245,12 @@ class OpenAIEngine:
         has_text = False
         try:
             response = await self._open_stream(session, endpoint, body, request.request_id, first_token_at)
-            state = StreamState()
+            state = StreamState(wants_logprobs=request.params.logprobs)
             async with aclosing(self._read(response, endpoint, state, first_token_at, deadline)) as texts:
                 async for text in texts:
                     has_text = True
-                    yield TextDelta(text)
+                    # `state.logprobs` belongs to this text until the next read (None unless asked for).
+                    yield TextDelta(text, state.logprobs)
             if state.finish_reason is None and not state.is_done:
                 raise UpstreamFailed("the remote model server ended the stream before finishing")
             is_ok = True

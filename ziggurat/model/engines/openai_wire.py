@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import FinishReason, GenerationRequest, Usage
+from ziggurat.model.engine import FinishReason, GenerationRequest, TokenLogprob, Usage
 
 _MAX_LINE_BYTES: Final = 1 << 20
 # Servers end the body right after `[DONE]`; one that lingers is not worth waiting for.
@@ -59,6 +59,10 @@ class StreamState:
     usage: Usage | None = None
     completion_chars: int = 0
     is_done: bool = False
+    wants_logprobs: bool = False
+    """The request asked for logprobs: only then is a chunk's `logprobs` read at all."""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """The logprobs of the text `apply_payload` returned last (None when absent)."""
 
 
 def apply_payload(state: StreamState, payload: bytes, secret: str | None) -> str | None:
@@ -90,7 +94,39 @@ def apply_payload(state: StreamState, payload: bytes, secret: str | None) -> str
         state.finish_reason = "length" if reason in _LENGTH_REASONS else "stop"
     delta = choice.get("delta")
     text = delta.get("content") if isinstance(delta, dict) else None
+    if state.wants_logprobs:
+        state.logprobs = parse_logprobs(choice.get("logprobs"))
     return text if isinstance(text, str) else None
+
+
+def parse_logprobs(value: object) -> tuple[TokenLogprob, ...] | None:
+    """A chunk's `choices[0].logprobs.content` as `TokenLogprob`s; None when missing or malformed.
+
+    Servers send `-9999.0` (vLLM) or `-inf`-like values for impossible tokens: kept as given.
+    """
+    content = value.get("content") if isinstance(value, dict) else None
+    if not isinstance(content, list):
+        return None
+    parsed: list[TokenLogprob] = []
+    for item in content:
+        entry = _token_logprob(item)
+        if entry is None or not isinstance(item, dict):
+            return None
+        alternatives = item.get("top_logprobs")
+        if isinstance(alternatives, list) and alternatives:
+            top = (_token_logprob(alt) for alt in alternatives)
+            entry = TokenLogprob(entry.token, entry.logprob, tuple((t.token, t.logprob) for t in top if t))
+        parsed.append(entry)
+    return tuple(parsed)
+
+
+def _token_logprob(item: object) -> TokenLogprob | None:
+    if not isinstance(item, dict):
+        return None
+    token, logprob = item.get("token"), item.get("logprob")
+    if not isinstance(token, str) or not isinstance(logprob, int | float) or isinstance(logprob, bool):
+        return None
+    return TokenLogprob(token, float(logprob))
 
 
 def to_chat_completion_request(
@@ -122,7 +158,28 @@ def to_chat_completion_request(
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    _add_extra_sampling(body, request)
     return body
+
+
+def _add_extra_sampling(body: dict[str, object], request: GenerationRequest) -> None:
+    """The controls beyond OpenAI's core set: vLLM and SGLang read `top_k`, `repetition_penalty`
+    and `stop_token_ids` at the top level of the body; each is sent only when set."""
+    params = request.params
+    if params.top_k:
+        body["top_k"] = params.top_k
+    if params.repetition_penalty is not None:
+        body["repetition_penalty"] = params.repetition_penalty
+    if params.frequency_penalty is not None:
+        body["frequency_penalty"] = params.frequency_penalty
+    if params.presence_penalty is not None:
+        body["presence_penalty"] = params.presence_penalty
+    if params.stop_token_ids:
+        body["stop_token_ids"] = list(params.stop_token_ids)
+    if params.logprobs:
+        body["logprobs"] = True
+        if params.top_logprobs:
+            body["top_logprobs"] = params.top_logprobs
 
 
 def loads_or_none(data: bytes) -> object:
