@@ -39,6 +39,8 @@ from ziggurat.connection.http import admin, auth, conversations, feedback, healt
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
+from ziggurat.connection.http.security_headers import SecurityHeadersMiddleware
+from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
 from ziggurat.connection.models import ModelDirectory, RedisModels, StaticModels
@@ -571,12 +573,15 @@ def build_app(
         app.include_router(admin.router)
         app.include_router(ws_router)
     app.include_router(health.router)
+    if settings.role != "worker":
+        install_web(app, settings.web)  # last: its catch-all page route must shadow nothing
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         max_request_bytes=settings.http.max_request_bytes,
         tracer=tracer,
     )
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost, so the 413 of the one above gets them too
     return app
 
 

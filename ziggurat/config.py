@@ -265,6 +265,22 @@ class HttpSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The browser app (SPA) the API process serves, and its cookie sessions."""
+
+    enabled: bool = Field(default=True, description="Serve the web app at / and its files at /static/.")
+    root: Path | None = Field(
+        default=None, description="Directory of the web app's files. Default: the one in the package."
+    )
+    cookie_secure: bool | None = Field(
+        default=None, description="Mark session cookies Secure. Default: when the request came over https."
+    )
+    trusted_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins besides the server's own (scheme://host) allowed to use cookie sessions.",
+    )
+
+
 class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool | None = Field(
@@ -354,6 +370,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = OidcSettings()
     conversations: ConversationSettings = ConversationSettings()
     http: HttpSettings = HttpSettings()
+    web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
     routing: RoutingSettings = RoutingSettings()
     tracing: TracingSettings = TracingSettings()

@@ -15,8 +15,11 @@ cookie's nonce, and signs the user in:
   chose to trust), or a new account is created under the registration rules
   (closed registration admits only a pending invitation for that email).
 
-The answer is our own token pair as JSON; a browser front end that wants a
-redirect can be added on top without changing this flow.
+The answer is our own token pair. A login started with a `next_path` (the web
+app's button) carries that path in the signed state token, so the edge can
+send the browser back there with a cookie session instead of answering JSON;
+only a same-origin relative path is accepted (`is_safe_next_path`), so the
+sign-in cannot be turned into an open redirect.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ class OidcLoginStart:
     max_age_s: int
 
 
+@dataclass(slots=True, frozen=True)
+class OidcSignIn:
+    tokens: TokenPair
+    next_path: str | None
+    """Where the web app asked to land after sign-in; None for a JSON answer."""
+
+
+def is_safe_next_path(path: str) -> bool:
+    """A path on this server (`/c/abc?x=1`), never another origin (`//evil`, `/\\evil`, `https://…`)."""
+    return (
+        path.startswith("/")
+        and not path.startswith("//")
+        and "\\" not in path  # browsers read `/\\host` as `//host`
+        and all(" " < character < "\x7f" for character in path)
+    )
+
+
 class OidcService:
     def __init__(
         self,
@@ -85,7 +105,9 @@ class OidcService:
     def button_name(self) -> str:
         return self._settings.button_name
 
-    async def start_login(self) -> OidcLoginStart:
+    async def start_login(self, next_path: str | None = None) -> OidcLoginStart:
+        if next_path is not None and not is_safe_next_path(next_path):
+            raise InvalidRequest("`next` must be a path on this server, such as /c/123.", param="next")
         metadata = await self._provider.metadata()
         state, nonce, verifier = (
             secrets.token_urlsafe(32),
@@ -111,6 +133,8 @@ class OidcService:
             "iat": now,
             "exp": now + timedelta(seconds=self._settings.login_timeout_s),
         }
+        if next_path is not None:
+            claims["next"] = next_path
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return OidcLoginStart(
             authorization_url=metadata.authorization_endpoint + separator + urlencode(query),
@@ -120,8 +144,8 @@ class OidcService:
 
     async def finish_login(
         self, *, code: str, state: str, state_token: str | None, client_ip: str | None = None
-    ) -> TokenPair:
-        nonce, verifier = self._check_state(state, state_token)
+    ) -> OidcSignIn:
+        nonce, verifier, next_path = self._check_state(state, state_token)
         id_token = await self._provider.exchange_code(
             code, code_verifier=verifier, redirect_url=self._redirect_url
         )
@@ -142,9 +166,9 @@ class OidcService:
             )
             await session.commit()
         log.info("user_signed_in", user_id=user.id, method="oidc")
-        return tokens
+        return OidcSignIn(tokens=tokens, next_path=next_path)
 
-    def _check_state(self, state: str, state_token: str | None) -> tuple[str, str]:
+    def _check_state(self, state: str, state_token: str | None) -> tuple[str, str, str | None]:
         if not state_token:
             raise InvalidRequest(_BAD_STATE, param="state")
         try:
@@ -158,7 +182,10 @@ class OidcService:
             raise InvalidRequest(_BAD_STATE, param="state") from exc
         if claims["typ"] != STATE_TOKEN_TYPE or not hmac.compare_digest(str(claims["state"]), state):
             raise InvalidRequest(_BAD_STATE, param="state")
-        return str(claims["nonce"]), str(claims["verifier"])
+        next_path = claims.get("next")
+        if not isinstance(next_path, str) or not is_safe_next_path(next_path):
+            next_path = None
+        return str(claims["nonce"]), str(claims["verifier"]), next_path
 
     async def _user_for(self, claims: IdTokenClaims) -> User:
         async with self._database.session() as session:

@@ -5,7 +5,13 @@ address is locked out (see `application/auth/lockout.py`). OIDC sign-in is two
 browser hops: `GET /api/auth/oidc/login` redirects to the provider and keeps
 the sign-in's state in an HttpOnly cookie scoped to the callback path;
 `GET /api/auth/oidc/callback` finishes it and answers with our token pair as
-JSON (a web front end can wrap this later; see docs/architecture.md).
+JSON, or, for a login the web app started with `?next=/path`, sets the cookie
+session and redirects there.
+
+The browser app uses cookie sessions (`session_cookies.py`): with
+`X-Ziggurat-Session: cookie` the refresh token goes into an HttpOnly cookie
+rather than the JSON, and refresh and sign-out without a body spend that
+cookie under a CSRF check. Bodies with `refresh_token` work as they always did.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from ziggurat.application.auth.schemas import (
     Credentials,
     OidcProviderOut,
     PasswordChange,
-    RefreshRequest,
     Registration,
     RegistrationRequest,
     TokenPair,
@@ -33,6 +38,7 @@ from ziggurat.application.auth.schemas import (
 from ziggurat.application.container import Application
 from ziggurat.application.users.schemas import UserOut
 from ziggurat.connection.http.deps import ApplicationDep, ClientIpDep, PrincipalDep
+from ziggurat.connection.http.session_cookies import CookieSessionDep, RefreshBody
 from ziggurat.errors import NotFound, Unauthenticated
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -51,24 +57,58 @@ async def providers(application: ApplicationDep) -> AuthProviders:
 
 
 @router.post("/auth/register", status_code=201)
-async def register(body: RegistrationRequest, application: ApplicationDep) -> Registration:
-    return await application.auth.register(body.email, body.password, invitation=body.invitation)
+async def register(
+    body: RegistrationRequest, application: ApplicationDep, cookies: CookieSessionDep, response: Response
+) -> Registration:
+    if cookies.is_requested:
+        cookies.check_origin()
+    registration = await application.auth.register(body.email, body.password, invitation=body.invitation)
+    return registration.model_copy(update={"tokens": cookies.deliver(response, registration.tokens)})
 
 
 @router.post("/auth/login")
-async def login(body: Credentials, application: ApplicationDep, client_ip: ClientIpDep) -> TokenPair:
-    return await application.auth.login(body.email, body.password, client_ip=client_ip)
+async def login(
+    body: Credentials,
+    application: ApplicationDep,
+    client_ip: ClientIpDep,
+    cookies: CookieSessionDep,
+    response: Response,
+) -> TokenPair:
+    if cookies.is_requested:
+        cookies.check_origin()  # a cross-site page must not sign the browser into its own account
+    tokens = await application.auth.login(body.email, body.password, client_ip=client_ip)
+    return cookies.deliver(response, tokens)
 
 
 @router.post("/auth/refresh")
-async def refresh(body: RefreshRequest, application: ApplicationDep) -> TokenPair:
-    return await application.auth.refresh(body.refresh_token)
+async def refresh(
+    application: ApplicationDep,
+    cookies: CookieSessionDep,
+    response: Response,
+    body: RefreshBody | None = None,
+) -> TokenPair:
+    """Spend the body's refresh token (API clients) or, without one, the session cookie (browser)."""
+    if body is not None and body.refresh_token is not None:
+        return cookies.deliver(response, await application.auth.refresh(body.refresh_token))
+    tokens = await application.auth.refresh(cookies.refresh_token())
+    return cookies.deliver(response, tokens, is_forced=True)
 
 
 @router.post("/auth/logout", status_code=204)
-async def logout(body: RefreshRequest, application: ApplicationDep) -> Response:
-    await application.auth.logout(body.refresh_token)
-    return Response(status_code=204)
+async def logout(
+    application: ApplicationDep, cookies: CookieSessionDep, body: RefreshBody | None = None
+) -> Response:
+    """End the session of the body's refresh token, or of the session cookie (then clear both cookies)."""
+    response = Response(status_code=204)
+    if body is not None and body.refresh_token is not None:
+        await application.auth.logout(body.refresh_token)
+        if cookies.is_requested:
+            cookies.clear(response)
+        return response
+    if cookies.stored_refresh_token() is not None:
+        await application.auth.logout(cookies.refresh_token())
+    cookies.clear(response)
+    return response
 
 
 @router.post("/auth/logout-all", status_code=204)
@@ -79,11 +119,17 @@ async def logout_all(principal: PrincipalDep, application: ApplicationDep) -> Re
 
 @router.post("/auth/password")
 async def change_password(
-    body: PasswordChange, principal: PrincipalDep, application: ApplicationDep, client_ip: ClientIpDep
+    body: PasswordChange,
+    principal: PrincipalDep,
+    application: ApplicationDep,
+    client_ip: ClientIpDep,
+    cookies: CookieSessionDep,
+    response: Response,
 ) -> TokenPair:
-    return await application.auth.change_password(
+    tokens = await application.auth.change_password(
         principal, body.current_password, body.new_password, client_ip=client_ip
     )
+    return cookies.deliver(response, tokens)
 
 
 @router.get("/auth/me")
@@ -92,8 +138,12 @@ async def me(principal: PrincipalDep, application: ApplicationDep) -> UserOut:
 
 
 @router.get("/auth/oidc/login", response_model=None)
-async def oidc_login(application: ApplicationDep) -> Response:
-    started = await _oidc(application).start_login()
+async def oidc_login(
+    application: ApplicationDep,
+    next_path: Annotated[str | None, Query(alias="next", max_length=2048)] = None,
+) -> Response:
+    """Send the browser to the provider; `next` (a path here) makes the callback redirect there."""
+    started = await _oidc(application).start_login(next_path=next_path)
     response = RedirectResponse(started.authorization_url, status_code=302)
     response.set_cookie(
         OIDC_COOKIE,
@@ -107,25 +157,32 @@ async def oidc_login(application: ApplicationDep) -> Response:
     return response
 
 
-@router.get("/auth/oidc/callback")
+@router.get("/auth/oidc/callback", response_model=None)
 async def oidc_callback(
     application: ApplicationDep,
     client_ip: ClientIpDep,
+    cookies: CookieSessionDep,
     response: Response,
     code: CallbackParam = None,
     state: CallbackParam = None,
     error: CallbackParam = None,
     state_cookie: Annotated[str | None, Cookie(alias=OIDC_COOKIE, max_length=4096)] = None,
-) -> TokenPair:
+) -> TokenPair | Response:
     response.delete_cookie(OIDC_COOKIE, path=OIDC_PATH)
     if error is not None or not code or not state:
         raise Unauthenticated(
             f"The identity provider did not sign you in ({error or 'no code'}); try again.",
             code=SIGN_IN_FAILED,
         )
-    return await _oidc(application).finish_login(
+    signed_in = await _oidc(application).finish_login(
         code=code, state=state, state_token=state_cookie, client_ip=client_ip
     )
+    if signed_in.next_path is None:
+        return cookies.deliver(response, signed_in.tokens)
+    redirect = RedirectResponse(signed_in.next_path, status_code=302)
+    redirect.delete_cookie(OIDC_COOKIE, path=OIDC_PATH)
+    cookies.start(redirect, signed_in.tokens)
+    return redirect
 
 
 def _oidc(application: Application) -> OidcService:
