@@ -46,8 +46,10 @@ RESERVED_ROOTS = frozenset(
 
 def is_client_route(path: str) -> bool:
     """Whether a GET of `path` is the app's own navigation (answered with the page)."""
-    first, _, _ = path.lstrip("/").partition("/")
-    return first not in RESERVED_ROOTS and "." not in path.rsplit("/", 1)[-1]
+    # Judged without a trailing slash, so Starlette's slash redirect never turns `/x.ico` into `/x.ico/`.
+    trimmed = path.strip("/")
+    first, _, _ = trimmed.partition("/")
+    return first not in RESERVED_ROOTS and "." not in trimmed.rsplit("/", 1)[-1]
 
 
 class _ClientRoute(Route):
