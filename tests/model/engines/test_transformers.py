@@ -30,6 +30,7 @@ from ziggurat.model.engine import (
     TextDelta,
 )
 from ziggurat.model.engines.transformers import TransformersEngine
+from ziggurat.model.engines.transformers_runner import LlamaRunner
 from ziggurat.model.engines.transformers_text import REPLACEMENT_CHAR
 
 pytestmark = pytest.mark.model
@@ -63,6 +64,14 @@ class StepGate:
             if self._permits.acquire(timeout=0.01):
                 break
         self.is_blocking.clear()
+
+
+def _gated(gate: StepGate, method: Callable[..., Any]) -> Callable[..., Any]:
+    def gated(self: Any, *args: Any, **kwargs: Any) -> Any:
+        gate.wait()
+        return method(self, *args, **kwargs)
+
+    return gated
 
 
 def _request(prompt: str, **params: Any) -> GenerationRequest:
@@ -109,10 +118,15 @@ def tokenizer(tiny_llama_path: Path) -> Any:
     return AutoTokenizer.from_pretrained(tiny_llama_path)
 
 
-@pytest.fixture
-async def engine(tiny_llama_path: Path) -> AsyncIterator[TransformersEngine]:
+@pytest.fixture(params=["auto", "hf"])
+async def engine(tiny_llama_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[TransformersEngine]:
+    # Every test runs on both forward paths: the lean runner (auto picks it for a Llama) and HF's.
     engine = TransformersEngine(
-        model_path=str(tiny_llama_path), served_name="tiny", max_batch_size=4, default_max_tokens=64
+        model_path=str(tiny_llama_path),
+        served_name="tiny",
+        max_batch_size=4,
+        default_max_tokens=64,
+        runner=request.param,
     )
     await engine.start()
     yield engine
@@ -123,13 +137,8 @@ async def engine(tiny_llama_path: Path) -> AsyncIterator[TransformersEngine]:
 def gate(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> Any:
     # Depends on `engine` so the gate opens before the engine's teardown joins the decode thread.
     gate = StepGate()
-    original = LlamaForCausalLM.forward
-
-    def gated_forward(self: LlamaForCausalLM, *args: Any, **kwargs: Any) -> Any:
-        gate.wait()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LlamaForCausalLM, "forward", gated_forward)
+    for owner, name in ((LlamaForCausalLM, "forward"), (LlamaRunner, "prefill"), (LlamaRunner, "decode")):
+        monkeypatch.setattr(owner, name, _gated(gate, getattr(owner, name)))
     yield gate
     gate.open()
 

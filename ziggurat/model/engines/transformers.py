@@ -3,7 +3,10 @@
 `TransformersEngine` loads a model directory, a `.gguf` file or a hub id through
 `AutoModelForCausalLM.from_pretrained` (off the event loop), renders prompts
 with the tokenizer's chat template, and serves every concurrent `generate` from
-one decode thread that batches them (`transformers_decode`). Each request gets
+one decode thread that batches them (`transformers_decode`). Llama-family models
+run on the lean runner (`transformers_runner`: slot KV cache sized from
+`kv_cache_gib`, chunked prefill, CUDA graphs); others on the model's own
+forward (`transformers_batching`). Each request gets
 its events back through its own small buffer on the event loop; closing the
 stream marks the request cancelled and frees its slot within one decode step.
 
@@ -35,9 +38,12 @@ from ziggurat.model.engine import (
     ModelInfo,
     SamplingParams,
     TextDelta,
+    TokenLogprob,
 )
 from ziggurat.model.engines.transformers_decode import DecodeLoop, SequenceState
 from ziggurat.model.engines.transformers_loading import LoadedModel, load_model
+from ziggurat.model.engines.transformers_runner_batch import make_batcher
+from ziggurat.model.engines.transformers_sampling import check_sampling_params, resolve_settings
 from ziggurat.model.engines.transformers_text import (
     FALLBACK_STOP,
     OutputText,
@@ -69,7 +75,7 @@ class _EventBuffer:
     def put(self, event: GenerationEvent) -> None:
         last = self._events[-1] if self._events else None
         if isinstance(event, TextDelta) and isinstance(last, TextDelta):
-            self._events[-1] = TextDelta(last.text + event.text)
+            self._events[-1] = TextDelta(last.text + event.text, _joined(last.logprobs, event.logprobs))
         else:
             self._events.append(event)
         self._ready.set()
@@ -102,6 +108,10 @@ class TransformersEngine:
         dtype: str = "auto",
         cpu_threads: int | None = None,
         cache_dir: Path | None = None,
+        runner: str = "auto",
+        kv_cache_gib: float | None = None,
+        prefill_chunk_tokens: int = 512,
+        cuda_graphs: bool = True,
     ) -> None:
         self._model_path = model_path
         self._cache_dir = cache_dir
@@ -112,6 +122,13 @@ class TransformersEngine:
         self._device = device
         self._dtype = dtype
         self._cpu_threads = cpu_threads
+        self._runner = runner
+        self._kv_cache_gib = kv_cache_gib
+        self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._cuda_graphs = cuda_graphs
+        self._capacity = max_batch_size
+        self.batch_path: str | None = None
+        """`runner` or `hf` once started: which forward serves the model."""
         self._loaded: LoadedModel | None = None
         self._decode_loop: DecodeLoop | None = None
         self._thread: threading.Thread | None = None
@@ -127,7 +144,8 @@ class TransformersEngine:
 
     @property
     def capacity(self) -> int:
-        return self._max_batch_size
+        """`max_batch_size`, or fewer once started if the KV-cache budget holds fewer slots."""
+        return self._capacity
 
     @property
     def is_ready(self) -> bool:
@@ -147,19 +165,24 @@ class TransformersEngine:
     def max_batch_observed(self) -> int:
         return self._decode_loop.max_batch_observed if self._decode_loop else 0
 
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated since start (a counter: metrics derive tokens per second from it)."""
+        return self._decode_loop.generated_tokens if self._decode_loop else 0
+
     def stats(self) -> EngineStats:
-        """The decode loop's batch; KV-cache use is the padded cache's positions over what
-        `max_batch_size` sequences of the full context length would hold."""
-        loop, loaded = self._decode_loop, self._loaded
-        if loop is None or loaded is None:
+        """The decode loop's batch. KV-cache use: the runner's filled slot positions over its
+        slot cache; on the HF path the padded cache's positions over what `max_batch_size`
+        sequences of the full context length would hold."""
+        loop = self._decode_loop
+        if loop is None:
             return EngineStats(running=0, waiting=0, batch_size=0, kv_cache_usage=0.0)
         running = loop.active_count
-        budget = self._max_batch_size * loaded.context_length
         return EngineStats(
             running=running,
             waiting=loop.waiting_count,
             batch_size=loop.last_batch_size if running else 0,
-            kv_cache_usage=min(1.0, loop.cached_positions / budget) if budget else None,
+            kv_cache_usage=min(1.0, loop.kv_cache_usage),
         )
 
     async def start(self) -> None:
@@ -177,14 +200,28 @@ class TransformersEngine:
             context_length=self._context_length,
             cpu_threads=self._cpu_threads,
         )
-        self._loaded = loaded
-        log.info("engine_started", model=self._served_name, seconds=round(time.monotonic() - started, 2))
-        self._decode_loop = DecodeLoop(
-            model=loaded.model,
+        plan = await asyncio.to_thread(
+            make_batcher,
+            loaded.model,
             device=loaded.device,
-            eos_token_ids=loaded.eos_token_ids,
+            mode=self._runner,
             max_batch_size=self._max_batch_size,
+            context_length=loaded.context_length,
+            kv_cache_gib=self._kv_cache_gib,
+            chunk_tokens=self._prefill_chunk_tokens,
+            cuda_graphs=self._cuda_graphs,
         )
+        self._loaded = loaded
+        self._capacity = plan.capacity
+        self.batch_path = plan.path
+        log.info(
+            "engine_started",
+            model=self._served_name,
+            path=plan.path,
+            capacity=plan.capacity,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        self._decode_loop = DecodeLoop(batcher=plan.batcher, eos_token_ids=loaded.eos_token_ids)
         self._thread = threading.Thread(
             target=self._decode_loop.run, name=f"ziggurat-decode-{self._served_name}", daemon=True
         )
@@ -281,38 +318,34 @@ class TransformersEngine:
         def emit(event: GenerationEvent) -> None:
             event_loop.call_soon_threadsafe(buffer.put, event)
 
-        temperature = loaded.sampling.temperature if params.temperature is None else params.temperature
+        def token_text(token_id: int) -> str:
+            with self._tokenizer_lock:
+                return str(loaded.tokenizer.decode([token_id]))
+
         return SequenceState(
             request_id=request.request_id,
             prompt_ids=prompt_ids,
             max_new_tokens=min(params.max_tokens or self._default_max_tokens, room),
-            temperature=temperature,
-            top_p=loaded.sampling.top_p if params.top_p is None else params.top_p,
-            generator=_generator(temperature, params.seed, loaded.device),
+            sampling=resolve_settings(
+                params, default_temperature=loaded.sampling.temperature, default_top_p=loaded.sampling.top_p
+            ),
             text=OutputText(locked_decode, stops),
             emit=emit,
+            stop_token_ids=frozenset(params.stop_token_ids),
+            token_text=token_text if params.logprobs else None,
         )
 
 
 def _check_params(params: SamplingParams) -> None:
-    if params.max_tokens is not None and params.max_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
-    if params.temperature is not None and params.temperature < 0:
-        raise InvalidRequest("temperature must not be negative.", param="temperature")
-    if params.top_p is not None and not 0 < params.top_p <= 1:
-        raise InvalidRequest("top_p must be greater than 0 and at most 1.", param="top_p")
+    check_sampling_params(params)
 
 
-def _generator(temperature: float, seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A per-request random stream: the same seed and prompt give the same answer, whatever else runs."""
-    if temperature <= 0:
+def _joined(
+    first: tuple[TokenLogprob, ...] | None, second: tuple[TokenLogprob, ...] | None
+) -> tuple[TokenLogprob, ...] | None:
+    if first is None and second is None:
         return None
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
+    return (*(first or ()), *(second or ()))
 
 
 def _log_progress(message: str) -> None:

@@ -9,6 +9,8 @@ own, so each row decodes as if it were alone (up to floating-point rounding
 order). Rows that finish are cut out, and columns that have become padding in
 every row are trimmed, so the cache stays as long as the longest live sequence.
 
+This is the fallback path for models the lean runner (`transformers_runner`)
+refuses; `StackedBatcher` adapts it to the decode loop's batcher interface.
 Not here: paged attention, chunked prefill, prefix sharing. Caches made of
 anything but plain `DynamicLayer`s (sliding-window or linear-attention layers)
 cannot be stacked row-wise; `can_stack` tells the caller to run those models
@@ -20,7 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -28,6 +30,41 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 Model = Any
+
+
+class Batcher(Protocol):
+    """What the decode loop needs from a batch backend; sequences are the loop's own objects.
+
+    A sequence is added (it holds a slot), prefilled over one or more
+    `prefill_step`s, then decodes one token per `decode_step` until it is
+    committed as finished or removed. Logits rows follow the order of the
+    sequences returned with them.
+    """
+
+    @property
+    def room(self) -> int: ...
+
+    @property
+    def decoding_count(self) -> int: ...
+
+    @property
+    def kv_cache_usage(self) -> float: ...
+
+    def add(self, sequence: Any) -> None: ...
+
+    def prefill_step(self) -> tuple[list[Any], torch.Tensor | None]: ...
+
+    def abort_prefill(self) -> list[Any]: ...
+
+    def commit_prefill(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None: ...
+
+    def decode_step(self) -> tuple[list[Any], torch.Tensor | None]: ...
+
+    def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None: ...
+
+    def remove(self, sequences: Sequence[Any]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 def prefill(
@@ -204,3 +241,94 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     sorted_probabilities = sorted_probabilities.masked_fill(is_outside, 0.0)
     choice = torch.multinomial(sorted_probabilities, 1, generator=generator)
     return int(order[choice].item())
+
+
+class StackedBatcher:
+    """The HF-forward path as a `Batcher`: each new sequence is prefilled alone, then stacked.
+
+    KV-cache use is the padded cache's positions over what `max_batch_size`
+    sequences of the full context would hold.
+    """
+
+    def __init__(self, *, model: Model, device: torch.device, max_batch_size: int, context_length: int) -> None:
+        self._model = model
+        self._device = device
+        self._max_batch_size = max_batch_size
+        self._context_length = context_length
+        self._cache_keyword = cache_keyword(model)
+        self._batch = RunningBatch(device, self._cache_keyword)
+        self._pending: list[Any] = []
+        self._prefilled: dict[Any, DynamicCache] = {}
+        self._rows: list[Any] = []
+        self._can_stack: bool | None = None
+
+    @property
+    def room(self) -> int:
+        held = len(self._pending) + len(self._prefilled) + len(self._rows)
+        if self._can_stack:
+            return self._max_batch_size - held
+        # Until the first prefill shows the cache layout, and for layouts that cannot be
+        # stacked, sequences run one at a time.
+        return 0 if held else 1
+
+    @property
+    def decoding_count(self) -> int:
+        return len(self._rows)
+
+    @property
+    def kv_cache_usage(self) -> float:
+        budget = self._max_batch_size * self._context_length
+        return min(1.0, self._batch.cached_positions / budget) if budget else 0.0
+
+    def add(self, sequence: Any) -> None:
+        self._pending.append(sequence)
+
+    def prefill_step(self) -> tuple[list[Any], torch.Tensor | None]:
+        done: list[Any] = []
+        rows: list[torch.Tensor] = []
+        while self._pending:
+            sequence = self._pending[0]
+            logits, cache = prefill(self._model, sequence.prompt_ids, self._device, self._cache_keyword)
+            self._pending.pop(0)
+            if self._can_stack is None:
+                self._can_stack = can_stack(cache)
+            self._prefilled[sequence] = cache
+            done.append(sequence)
+            rows.append(logits)
+        return done, torch.cat(rows) if rows else None
+
+    def abort_prefill(self) -> list[Any]:
+        """The sequence whose prefill failed (the first pending one), removed."""
+        return [self._pending.pop(0)] if self._pending else []
+
+    def commit_prefill(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+        for sequence, token, is_finished in zip(sequences, tokens, finished, strict=True):
+            cache = self._prefilled.pop(sequence)
+            if not is_finished:
+                self._batch.add(cache, len(sequence.prompt_ids), token)
+                self._rows.append(sequence)
+
+    def decode_step(self) -> tuple[list[Any], torch.Tensor | None]:
+        if not self._rows:
+            return [], None
+        return list(self._rows), self._batch.forward(self._model)
+
+    def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+        self._batch.set_last_tokens(tokens)
+        self._keep([row for row, is_finished in enumerate(finished) if not is_finished])
+
+    def remove(self, sequences: Sequence[Any]) -> None:
+        gone = set(sequences)
+        self._pending = [sequence for sequence in self._pending if sequence not in gone]
+        for sequence in gone:
+            self._prefilled.pop(sequence, None)
+        self._keep([row for row, sequence in enumerate(self._rows) if sequence not in gone])
+
+    def clear(self) -> None:
+        self._pending, self._rows = [], []
+        self._prefilled.clear()
+        self._batch.clear()
+
+    def _keep(self, rows: Sequence[int]) -> None:
+        self._batch.keep(rows)
+        self._rows = [self._rows[row] for row in rows]

@@ -1,14 +1,19 @@
 """The decode loop of the transformers engine: one thread that owns the model and serves every request.
 
-Requests wait in a queue. Between decode steps the loop admits as many as there
-are free slots (prefilling each, see `transformers_batching`), runs one forward
-pass for the whole batch, picks one token per sequence, turns it into text and
-hands the resulting events to each request's `emit` callback, which the engine
-points at its event loop (`call_soon_threadsafe`). A sequence leaves the batch
-the step it finishes or is found cancelled, which frees its slot within one step.
+Requests wait in a queue. Each round the loop admits as many as its batcher
+has room for (a free KV slot), runs one prefill step (for the lean runner a
+chunk of at most `prefill_chunk_tokens` prompt tokens; for the HF path every
+new prompt whole), then one decode step for every sequence past its prompt,
+picks one token per sequence, turns it into text and hands the resulting events
+to each request's `emit` callback, which the engine points at its event loop
+(`call_soon_threadsafe`). A sequence leaves the batch the step it finishes or is
+found cancelled, which frees its slot within one step.
 
-This module knows nothing of asyncio: it is plain threading, so the event loop
-is never blocked by the model. It is started and stopped by `TransformersEngine`.
+The batch itself lives behind the `Batcher` interface: `SlotBatcher` (lean
+runner, slot KV cache, CUDA graphs) or `StackedBatcher` (the model's own
+forward over stacked `DynamicCache`s). This module knows nothing of asyncio:
+it is plain threading, so the event loop is never blocked by the model. It is
+started and stopped by `TransformersEngine`.
 """
 
 from __future__ import annotations
@@ -17,19 +22,19 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from ziggurat.model.engine import FinishReason, GenerationEnd, GenerationEvent, TextDelta, Usage
-from ziggurat.model.engines.transformers_batching import (
-    RunningBatch,
-    attention_backends,
-    cache_keyword,
-    can_stack,
-    choose_tokens,
-    prefill,
+from ziggurat.model.engine import (
+    FinishReason,
+    GenerationEnd,
+    GenerationEvent,
+    TextDelta,
+    TokenLogprob,
+    Usage,
 )
+from ziggurat.model.engines.transformers_batching import Batcher, attention_backends
+from ziggurat.model.engines.transformers_sampling import SamplingSettings, TokenChoice, choose_tokens
 from ziggurat.model.engines.transformers_text import OutputText
 from ziggurat.telemetry import get_logger
 
@@ -45,11 +50,15 @@ class SequenceState:
     request_id: str
     prompt_ids: list[int]
     max_new_tokens: int
-    temperature: float
-    top_p: float
-    generator: torch.Generator | None
+    sampling: SamplingSettings
     text: OutputText
     emit: Callable[[GenerationEvent], object]
+    stop_token_ids: frozenset[int] = frozenset()
+    token_text: Callable[[int], str] | None = None
+    """Decodes one token on its own, for logprobs (set when the request asked for them)."""
+    adapter_slot: int = -1
+    """The LoRA adapter this sequence decodes with (`transformers_lora`); -1: the base model."""
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     output_ids: list[int] = field(default_factory=list)
     is_cancelled: bool = False
 
@@ -58,38 +67,34 @@ class SequenceState:
 
 
 class DecodeLoop:
-    """Continuous batching of up to `max_batch_size` sequences on the thread that calls `run`.
+    """Continuous batching on the thread that calls `run`, over a `Batcher`.
 
     `submit`, `cancel` and `stop` may be called from any thread. Every submitted
     sequence that is not cancelled receives exactly one `GenerationEnd`, also
     when the loop stops (`cancelled`) or the model fails (`error`).
     """
 
-    def __init__(
-        self, *, model: Any, device: torch.device, eos_token_ids: frozenset[int], max_batch_size: int
-    ) -> None:
-        self._model = model
-        self._device = device
+    def __init__(self, *, batcher: Batcher, eos_token_ids: frozenset[int]) -> None:
+        self._batcher = batcher
         self._eos_token_ids = eos_token_ids
-        self._max_batch_size = max_batch_size
         self._condition = threading.Condition()
         self._waiting: deque[SequenceState] = deque()
-        self._cache_keyword = cache_keyword(model)
-        self._batch = RunningBatch(device, self._cache_keyword)
         self._sequences: list[SequenceState] = []
-        self._can_stack: bool | None = None
         self._is_stopping = False
         self.max_batch_observed = 0
         self.dropped_cancelled_count = 0
-        # Read by other threads for metrics (plain ints, written once per round): sequences in the
-        # latest decode step, and the KV-cache positions the batch holds (rows x length, padding included).
+        # Read by other threads for metrics (plain values, written once per round): sequences in
+        # the latest decode step, sequences past their prompt, the KV budget in use, and the
+        # tokens generated so far (a counter; rates come from its derivative).
         self.last_batch_size = 0
-        self.cached_positions = 0
+        self.decoding_count = 0
+        self.kv_cache_usage = 0.0
+        self.generated_tokens = 0
 
     @property
     def active_count(self) -> int:
-        """Sequences in the running batch (each holds a slot)."""
-        return len(self._sequences)
+        """Sequences past their prompt, decoding in the running batch."""
+        return self.decoding_count
 
     @property
     def waiting_count(self) -> int:
@@ -131,8 +136,9 @@ class DecodeLoop:
                 leftovers = [*self._sequences, *self._waiting]
                 self._waiting.clear()
             self._sequences = []
-            self._batch.clear()
-            self.last_batch_size = self.cached_positions = 0
+            self._batcher.clear()
+            self.last_batch_size = self.decoding_count = 0
+            self.kv_cache_usage = 0.0
             for sequence in leftovers:
                 self._end(sequence, reason, MODEL_FAILED if reason == "error" else None)
 
@@ -144,21 +150,23 @@ class DecodeLoop:
                 return False
             admitted = self._take_waiting()
         for sequence in admitted:
-            self._admit(sequence)
+            self._batcher.add(sequence)
+            self._sequences.append(sequence)
         self._drop_cancelled()
-        self.last_batch_size = len(self._sequences)
-        if self._sequences:
-            self._step()
-        self.cached_positions = self._batch.cached_positions
+        self._prefill()
+        self._publish()
+        self.last_batch_size = self._batcher.decoding_count
+        self._decode()
+        self._publish()
         return True
 
+    def _publish(self) -> None:
+        self.decoding_count = self._batcher.decoding_count
+        self.kv_cache_usage = self._batcher.kv_cache_usage
+        self.max_batch_observed = max(self.max_batch_observed, self.decoding_count)
+
     def _take_waiting(self) -> list[SequenceState]:
-        if self._can_stack:
-            free = self._max_batch_size - len(self._sequences)
-        else:
-            # Until the first prefill shows the cache layout, and for layouts that cannot be
-            # stacked, sequences run one at a time.
-            free = 0 if self._sequences else 1
+        free = self._batcher.room
         admitted: list[SequenceState] = []
         while self._waiting and len(admitted) < free:
             sequence = self._waiting.popleft()
@@ -168,67 +176,68 @@ class DecodeLoop:
                 admitted.append(sequence)
         return admitted
 
-    def _admit(self, sequence: SequenceState) -> None:
-        try:
-            logits, cache = prefill(self._model, sequence.prompt_ids, self._device, self._cache_keyword)
-        except RuntimeError:
-            log.exception("prefill_failed", request_id=sequence.request_id)
-            self._end(sequence, "error", MODEL_FAILED)
-            return
-        if self._can_stack is None:
-            self._can_stack = can_stack(cache)
-            if not self._can_stack:
-                log.warning("continuous_batching_unsupported", reason="cache layout cannot be stacked")
-        token = choose_tokens(logits, [sequence.temperature], [sequence.top_p], [sequence.generator])[0]
-        if self._accept(sequence, token):
-            return
-        self._batch.add(cache, len(sequence.prompt_ids), token)
-        self._sequences.append(sequence)
-        self.max_batch_observed = max(self.max_batch_observed, len(self._sequences))
-
     def _drop_cancelled(self) -> None:
-        rows = [row for row, sequence in enumerate(self._sequences) if not sequence.is_cancelled]
-        if len(rows) == len(self._sequences):
+        cancelled = [sequence for sequence in self._sequences if sequence.is_cancelled]
+        if not cancelled:
             return
-        self.dropped_cancelled_count += len(self._sequences) - len(rows)
-        self._keep(rows)
+        self.dropped_cancelled_count += len(cancelled)
+        self._batcher.remove(cancelled)
+        self._forget(cancelled)
 
-    def _step(self) -> None:
+    def _prefill(self) -> None:
         try:
-            logits = self._batch.forward(self._model)
+            done, logits = self._batcher.prefill_step()
         except RuntimeError:
-            log.exception("decode_step_failed", batch_size=len(self._sequences))
-            failed, self._sequences = self._sequences, []
-            self._batch.clear()
+            failed = self._batcher.abort_prefill()
+            log.exception("prefill_failed", request_ids=[sequence.request_id for sequence in failed])
+            self._forget(failed)
             for sequence in failed:
                 self._end(sequence, "error", MODEL_FAILED)
             return
-        tokens = choose_tokens(
-            logits,
-            [sequence.temperature for sequence in self._sequences],
-            [sequence.top_p for sequence in self._sequences],
-            [sequence.generator for sequence in self._sequences],
-        )
-        self._batch.set_last_tokens(tokens)
-        rows = [
-            row
-            for row, (sequence, token) in enumerate(zip(self._sequences, tokens, strict=True))
-            if not self._accept(sequence, token)
-        ]
-        self._keep(rows)
+        if logits is not None:
+            tokens, finished = self._choose(done, logits)
+            self._batcher.commit_prefill(done, tokens, finished)
 
-    def _keep(self, rows: Sequence[int]) -> None:
-        self._batch.keep(rows)
-        self._sequences = [self._sequences[row] for row in rows]
+    def _decode(self) -> None:
+        try:
+            rows, logits = self._batcher.decode_step()
+        except RuntimeError:
+            log.exception("decode_step_failed", batch_size=self.last_batch_size)
+            failed = [sequence for sequence in self._sequences]
+            self._batcher.clear()
+            self._forget(failed)
+            for sequence in failed:
+                self._end(sequence, "error", MODEL_FAILED)
+            return
+        if logits is not None:
+            tokens, finished = self._choose(rows, logits)
+            self._batcher.commit_decode(rows, tokens, finished)
 
-    def _accept(self, sequence: SequenceState, token: int) -> bool:
+    def _choose(self, sequences: Sequence[SequenceState], logits: torch.Tensor) -> tuple[list[int], list[bool]]:
+        """Pick each row's token, emit its text; returns the tokens and which sequences finished."""
+        choices = choose_tokens(logits, sequences)
+        tokens = [choice.token for choice in choices]
+        self.generated_tokens += len(tokens)
+        finished = [self._accept(row, choice) for row, choice in zip(sequences, choices, strict=True)]
+        self._forget([sequence for sequence, is_finished in zip(sequences, finished, strict=True) if is_finished])
+        return tokens, finished
+
+    def _forget(self, sequences: Sequence[SequenceState]) -> None:
+        if sequences:
+            gone = set(sequences)
+            self._sequences = [sequence for sequence in self._sequences if sequence not in gone]
+
+    def _accept(self, sequence: SequenceState, choice: TokenChoice) -> bool:
         """Record one generated token, emit its text; returns whether the sequence has finished."""
+        token = choice.token
         sequence.output_ids.append(token)
-        if token in self._eos_token_ids:
+        if token in self._eos_token_ids or token in sequence.stop_token_ids:
+            # An end token is never shown, so it gets no logprob entry either.
             text, _ = sequence.text.finish()
             self._send(sequence, text)
             self._end(sequence, "stop")
             return True
+        _record_logprob(sequence, choice)
         text, is_stopped = sequence.text.push(token)
         self._send(sequence, text)
         if is_stopped:
@@ -242,8 +251,12 @@ class DecodeLoop:
         return False
 
     def _send(self, sequence: SequenceState, text: str) -> None:
+        # Logprobs ride on the delta that carries their tokens' text; text held back (half a
+        # character, a possible stop string) takes its tokens' logprobs along when it is sent.
         if text:
-            self._emit(sequence, TextDelta(text))
+            logprobs = tuple(sequence.pending_logprobs) if sequence.token_text is not None else None
+            sequence.pending_logprobs.clear()
+            self._emit(sequence, TextDelta(text, logprobs))
 
     def _end(self, sequence: SequenceState, reason: FinishReason, error: str | None = None) -> None:
         self._emit(sequence, GenerationEnd(finish_reason=reason, usage=sequence.usage(), error=error))
@@ -254,3 +267,11 @@ class DecodeLoop:
         except RuntimeError:
             # The consumer's event loop is closed: nobody is listening any more.
             sequence.is_cancelled = True
+
+
+def _record_logprob(sequence: SequenceState, choice: TokenChoice) -> None:
+    decode = sequence.token_text
+    if decode is None or choice.logprob is None:
+        return
+    top = tuple((decode(token), logprob) for token, logprob in choice.top)
+    sequence.pending_logprobs.append(TokenLogprob(decode(choice.token), choice.logprob, top))

@@ -1,0 +1,272 @@
+"""A lean forward pass for Llama-family decoders over a slot KV cache, with CUDA graphs for decode.
+
+Why our own runner rather than the model's `forward` or transformers' built-in
+continuous batching (`generate_batch` / `ContinuousBatchingManager`): an eager
+Hugging Face forward is launch-bound on a GPU (hundreds of small kernels, each
+with Python and dispatcher overhead, for one token), so batch-1 decode of a 1B
+model runs far below the memory-bandwidth floor; and every decode step with a
+`DynamicCache` re-concatenates the cache. Here the weights are the loaded HF
+model's own modules, but the step is ours: keys and values are written in place
+into a preallocated slot cache (`transformers_kv`), positions are per row, and
+the whole decode step (every layer, the final norm and the LM head) is captured
+once per (batch bucket, length bucket) as a CUDA graph and replayed, so one step
+costs one launch. transformers' continuous batching was measured against this
+in `bench/engine_throughput.py` (see bench/RESULTS.md); its manager runs its own
+thread and request queue with a paged cache and no streaming per-token events
+we could map onto our cancellation and chunked-prefill guarantees, so we keep
+the scheduler ours and make the forward fast.
+
+Supported: `llama`, `mistral` and `qwen2` model types (RMSNorm, rotary
+embeddings of any HF rope type incl. llama3 scaling, since the model's own
+`rotary_emb` computes them; grouped-query attention; SwiGLU MLP; biases where
+the checkpoint has them). `refusal` names why any other model falls back to the
+HF-forward path. Prefill is eager and batched over several sequences' chunks.
+
+All matrix products with weights go through `project`, so per-row LoRA deltas
+can be added in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ziggurat.model.engines.transformers_kv import SlotKVCache
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+MIN_LENGTH_BUCKET = 64
+
+
+def refusal(model: Any, max_len: int) -> str | None:
+    """Why the runner cannot serve this model (None when it can)."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"model type {model_type!r} is not one of {sorted(SUPPORTED_MODEL_TYPES)}"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r} is not SwiGLU's silu"
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < max_len:
+        return f"sliding-window attention ({window} tokens) is shorter than the context ({max_len})"
+    if getattr(model, "peft_config", None) is not None:
+        return "the model is wrapped by peft"
+    inner = getattr(model, "model", None)
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if inner is None or not all(hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
+        return "the model does not have the Llama module layout"
+    return None
+
+
+def project(linear: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Every weight matrix of the runner is applied here (the hook point for batched LoRA deltas)."""
+    result: torch.Tensor = linear(hidden)
+    return result
+
+
+def length_bucket(length: int, max_len: int) -> int:
+    bucket = MIN_LENGTH_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return min(bucket, max_len)
+
+
+def batch_bucket(rows: int) -> int:
+    for bucket in BATCH_BUCKETS:
+        if bucket >= rows:
+            return bucket
+    return rows
+
+
+@dataclass(slots=True, frozen=True)
+class PrefillChunk:
+    """Tokens `tokens` of the sequence in `slot`, starting at position `start`."""
+
+    slot: int
+    start: int
+    tokens: Sequence[int]
+    wants_logits: bool
+
+
+class LlamaRunner:
+    """Prefill chunks and decode steps of a Llama-family model over a `SlotKVCache`."""
+
+    def __init__(self, model: Any, cache: SlotKVCache, *, use_graphs: bool) -> None:
+        config = model.config
+        self._model = model
+        self._inner = model.model
+        self._cache = cache
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
+        self._device = cache.data.device
+        self._use_graphs = use_graphs and self._device.type == "cuda"
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pool: Any = None
+        slots = cache.slots
+        self._tokens = torch.zeros(batch_bucket(slots), dtype=torch.long, device=self._device)
+        self._positions = torch.full_like(self._tokens, cache.scratch)
+        self._rows = torch.arange(self._tokens.shape[0], device=self._device)
+
+    @property
+    def cache(self) -> SlotKVCache:
+        return self._cache
+
+    @property
+    def graph_count(self) -> int:
+        return len(self._graphs)
+
+    def decode(self, slots: Sequence[int], positions: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
+        """One decode step: `tokens[i]` at `positions[i]` of `slots[i]`; next-token logits `(rows, vocab)`.
+
+        The step runs over slots `0 .. bucket-1`: rows of other slots feed a dummy
+        token to the scratch position and are ignored.
+        """
+        rows = min(batch_bucket(max(slots) + 1), self._cache.slots)
+        length = length_bucket(max(positions) + 1, self._cache.max_len)
+        token_row = [0] * rows
+        position_row = [self._cache.scratch] * rows
+        for slot, position, token in zip(slots, positions, tokens, strict=True):
+            token_row[slot], position_row[slot] = token, position
+        self._tokens[:rows].copy_(torch.tensor(token_row), non_blocking=True)
+        self._positions[:rows].copy_(torch.tensor(position_row), non_blocking=True)
+        logits = self._run_decode(rows, length)
+        index = torch.tensor(list(slots), device=self._device)
+        return logits.index_select(0, index)
+
+    def _run_decode(self, rows: int, length: int) -> torch.Tensor:
+        if not self._use_graphs:
+            return self._decode_forward(rows, length)
+        captured = self._graphs.get((rows, length))
+        if captured is not None:
+            graph, output = captured
+            graph.replay()
+            return output
+        # The first step of a shape runs eagerly (its writes are the real ones) and doubles as
+        # the warm-up the capture needs; the capture itself executes nothing.
+        stream = torch.cuda.Stream(self._device)
+        stream.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(stream):
+            eager = self._decode_forward(rows, length)
+        torch.cuda.current_stream(self._device).wait_stream(stream)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = self._decode_forward(rows, length)
+        self._graphs[(rows, length)] = (graph, output)
+        return eager
+
+    def _decode_forward(self, rows: int, length: int) -> torch.Tensor:
+        tokens = self._tokens[:rows]
+        positions = self._positions[:rows]
+        hidden = self._inner.embed_tokens(tokens).unsqueeze(1)
+        cos, sin = self._inner.rotary_emb(hidden, positions.unsqueeze(1))
+        keys_index = torch.arange(length, device=self._device)
+        mask = (keys_index.unsqueeze(0) <= positions.unsqueeze(1)).view(rows, 1, 1, length)
+        write_rows = self._rows[:rows]
+        for index, layer in enumerate(self._inner.layers):
+
+            def attend(
+                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
+            ) -> torch.Tensor:
+                key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
+                key_cache[write_rows, :, positions] = keys[:, :, 0, :]
+                value_cache[write_rows, :, positions] = values[:, :, 0, :]
+                return self._attention(
+                    queries, key_cache[:rows, :, :length], value_cache[:rows, :, :length], mask, layer
+                )
+
+            hidden = self._layer(layer, hidden, cos, sin, attend)
+        hidden = self._inner.norm(hidden[:, -1, :])
+        logits: torch.Tensor = project(self._model.lm_head, hidden).float()
+        return logits
+
+    def prefill(self, chunks: Sequence[PrefillChunk]) -> torch.Tensor:
+        """Run several sequences' prompt chunks in one padded batch; logits of the last token of each
+        chunk that `wants_logits`, in order, `(wanted, vocab)` (float32)."""
+        count = len(chunks)
+        width = max(len(chunk.tokens) for chunk in chunks)
+        device = self._device
+        token_rows = [list(chunk.tokens) + [0] * (width - len(chunk.tokens)) for chunk in chunks]
+        tokens = torch.tensor(token_rows, dtype=torch.long, device=device)
+        starts = torch.tensor([chunk.start for chunk in chunks], dtype=torch.long, device=device)
+        offsets = torch.arange(width, device=device)
+        positions = starts.unsqueeze(1) + offsets.unsqueeze(0)
+        lengths = torch.tensor([len(chunk.tokens) for chunk in chunks], device=device)
+        is_real = offsets.unsqueeze(0) < lengths.unsqueeze(1)
+        slots = torch.tensor([chunk.slot for chunk in chunks], dtype=torch.long, device=device)
+        write_slots = slots.unsqueeze(1).expand(count, width)[is_real]
+        write_positions = positions[is_real]
+        length = max(chunk.start + len(chunk.tokens) for chunk in chunks)
+        keys_index = torch.arange(length, device=device)
+        mask = (keys_index.view(1, 1, length) <= positions.unsqueeze(2)).unsqueeze(1)
+        hidden = self._inner.embed_tokens(tokens)
+        cos, sin = self._inner.rotary_emb(hidden, positions)
+        for index, layer in enumerate(self._inner.layers):
+
+            def attend(
+                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
+            ) -> torch.Tensor:
+                key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
+                key_cache[write_slots, :, write_positions] = keys.transpose(1, 2)[is_real]
+                value_cache[write_slots, :, write_positions] = values.transpose(1, 2)[is_real]
+                return self._attention(
+                    queries, key_cache[slots, :, :length], value_cache[slots, :, :length], mask, layer
+                )
+
+            hidden = self._layer(layer, hidden, cos, sin, attend)
+        wanted = [row for row, chunk in enumerate(chunks) if chunk.wants_logits]
+        last = [len(chunks[row].tokens) - 1 for row in wanted]
+        picked = hidden[
+            torch.tensor(wanted, dtype=torch.long, device=device), torch.tensor(last, dtype=torch.long, device=device)
+        ]
+        logits: torch.Tensor = project(self._model.lm_head, self._inner.norm(picked)).float()
+        return logits
+
+    def _layer(self, layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any) -> Any:
+        attention = layer.self_attn
+        batch, width, _ = hidden.shape
+        normed = layer.input_layernorm(hidden)
+        queries = project(attention.q_proj, normed).view(batch, width, self.heads, self.head_dim).transpose(1, 2)
+        keys = project(attention.k_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        values = project(attention.v_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        queries, keys = _rotate(queries, keys, cos, sin)
+        attended = attend(queries, keys, values)
+        attended = attended.transpose(1, 2).reshape(batch, width, self.heads * self.head_dim)
+        hidden = hidden + project(attention.o_proj, attended)
+        normed = layer.post_attention_layernorm(hidden)
+        mlp = layer.mlp
+        gated = mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed)
+        return hidden + project(mlp.down_proj, gated)
+
+    def _attention(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, layer: Any
+    ) -> torch.Tensor:
+        """Grouped-query attention without repeating keys: each KV head's query heads are folded
+        into the query length, so SDPA sees `kv_heads` heads and any backend can run it."""
+        batch, _, width, _ = queries.shape
+        groups = self.heads // self.kv_heads
+        folded = queries.reshape(batch, self.kv_heads, groups * width, self.head_dim)
+        folded_mask = mask if width == 1 else mask.repeat(1, 1, groups, 1)
+        attended = functional.scaled_dot_product_attention(
+            folded, keys, values, attn_mask=folded_mask, scale=layer.self_attn.scaling
+        )
+        return attended.reshape(batch, self.heads, width, self.head_dim)
+
+
+def _rotate(
+    queries: torch.Tensor, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return queries * cos + _rotate_half(queries) * sin, keys * cos + _rotate_half(keys) * sin
+
+
+def _rotate_half(tensor: torch.Tensor) -> torch.Tensor:
+    half = tensor.shape[-1] // 2
+    return torch.cat((-tensor[..., half:], tensor[..., :half]), dim=-1)
