@@ -56,7 +56,9 @@ function createModelPicker() {
 
 async function buildShell() {
   const me = await api.get("/api/auth/me");
-  const isAdmin = await api.get("/api/admin/roles").then(() => true, () => false);
+  // `is_admin` where the server reports it; older servers are probed (a 403 for non-admins).
+  const isAdmin = typeof me.is_admin === "boolean"
+    ? me.is_admin : await api.get("/api/admin/roles").then(() => true, () => false);
   const models = createModelPicker();
   const banner = h("div", { class: "banner", role: "alert", hidden: true });
   const content = h("section", { class: "content" });

@@ -125,7 +125,7 @@ async function feedback(body) {
     cursor = page.next_cursor;
     more.hidden = !cursor;
     if (reset && !page.data.length) results.append(h("p", { class: "muted", text: t("nothingHere") }));
-    results.append(page.data.map(card));
+    results.append(...page.data.map(card));
   }
   const card = (item) => h("article", { class: "feedback-card", "data-feedback-id": item.id },
     h("header", {},

@@ -54,8 +54,8 @@ export function createSidebar({ onNavigate, footer }) {
     }
     const pinned = conversations.filter((c) => c.pinned);
     const rest = conversations.filter((c) => !c.pinned);
-    if (pinned.length) list.append(h("h3", { text: t("pinned") }), pinned.map(item));
-    if (rest.length) list.append(h("h3", { text: t("recent") }), rest.map(item));
+    if (pinned.length) list.append(h("h3", { text: t("pinned") }), ...pinned.map(item));
+    if (rest.length) list.append(h("h3", { text: t("recent") }), ...rest.map(item));
   }
 
   async function renderSearch() {
@@ -69,7 +69,7 @@ export function createSidebar({ onNavigate, footer }) {
     if (query !== searchQuery) return;
     clear(list);
     if (!hits.length) { list.append(h("p", { class: "muted empty-list", text: t("nothingHere") })); return; }
-    list.append(hits.map((hit) => h("a", {
+    list.append(...hits.map((hit) => h("a", {
       href: `/c/${hit.conversation.id}`, "data-link": true, class: "conv-item search-hit", onclick: onNavigate,
     }, h("span", { class: "conv-title", text: hit.conversation.title || t("untitled") }),
     h("span", { class: "snippet" }, highlight(hit.snippet, hit.highlights)))));

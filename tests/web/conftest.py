@@ -1,0 +1,145 @@
+"""Browser tests: Debian's Chromium driven by Playwright against a real ziggurat server.
+
+One server per test module, serving the SPA and a scripted engine
+(`engines.WebScriptedEngine`) in place of a model. Playwright's own browser
+downloads are not used: the tests launch `/usr/bin/chromium` (or
+`ZIGGURAT_TEST_CHROMIUM`). When Playwright or Chromium is missing the tests are
+skipped, with the reason, and fail under `CI=true`. Screenshots go to
+`artifacts/web/` at the repository root (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.server import RunningServer, running_server
+from tests.web.engines import WebScriptedEngine
+from ziggurat import app as app_module
+from ziggurat.application import container
+from ziggurat.application.auth.passwords import PasswordHasher
+from ziggurat.config import ConversationSettings, EngineSettings, Settings
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+
+CHROMIUM = os.environ.get("ZIGGURAT_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "web"
+PASSWORD = "correct horse battery"
+ADMIN_EMAIL = "admin@example.com"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (browser tests must run under CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        _unavailable(f"the playwright package is not installed: {exc}")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ZIGGURAT_TEST_CHROMIUM)")
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"]
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@dataclass
+class WebServer:
+    running: RunningServer
+    engine: WebScriptedEngine
+    admin_token: str
+    console_errors: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.running.base_url
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def sign_in(self, email: str) -> str:
+        """An access token for `email` (body-token sign-in, as an API client does)."""
+        with self.api() as client:
+            response = client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            assert response.status_code == 200, response.text
+            token: str = response.json()["access_token"]
+            return token
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """A server with the SPA and the scripted engine; its first account (the admin) already exists."""
+    tmp = tmp_path_factory.mktemp("web")
+    engine = WebScriptedEngine()
+    settings = Settings(
+        data_dir=tmp,
+        cache_dir=tmp / "cache",
+        engine=EngineSettings(kind="demo"),
+        conversations=ConversationSettings(auto_title=False),
+        secret_key="w" * 48,  # type: ignore[arg-type]
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app_module, "build_engine", lambda _settings: engine)
+        patch.setattr(container, "PasswordHasher", lambda: PasswordHasher(time_cost=1, memory_cost_kib=64))
+        with running_server(settings) as running:
+            with httpx.Client(base_url=running.base_url, timeout=30) as client:
+                registered = client.post("/api/auth/register", json={"email": ADMIN_EMAIL, "password": PASSWORD})
+                assert registered.status_code == 201, registered.text
+                token = registered.json()["tokens"]["access_token"]
+            yield WebServer(running=running, engine=engine, admin_token=token)
+
+
+def new_page(browser: Browser, server: WebServer, **context_options: Any) -> tuple[BrowserContext, Page]:
+    """A fresh browser profile on the server; console errors and CSP reports are collected on `server`."""
+    options: dict[str, Any] = {"base_url": server.url, "locale": "en-US", **context_options}
+    context = browser.new_context(**options)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.on("console", lambda message: _note(server, message.type, message.text))
+    page.on("pageerror", lambda error: server.console_errors.append(f"pageerror: {error}"))
+    return context, page
+
+
+def _note(server: WebServer, kind: str, text: str) -> None:
+    """Script errors and CSP refusals; an API answer's 4xx status (expected in places) is not one."""
+    if "Failed to load resource" in text:
+        return
+    if kind == "error" or "Content Security Policy" in text:
+        server.console_errors.append(text)
+
+
+def register_in_browser(page: Page, email: str) -> None:
+    page.goto("/register")
+    page.locator("#login-email").fill(email)
+    page.locator("#login-password").fill(PASSWORD)
+    page.locator(".login-form button[type=submit]").click()
+    page.locator(".composer-input").wait_for()
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
