@@ -3,7 +3,7 @@
 // server checks it, this page only hides the link from others.
 
 import * as api from "../api.js";
-import { h, clear, formatTime, toast } from "../dom.js";
+import { h, clear, formatTime, icon, toast } from "../dom.js";
 import { language, t } from "../i18n.js";
 
 const TABS = [["users", "users"], ["usage", "usage"], ["models", "models"], ["feedback", "feedback"]];
@@ -129,7 +129,8 @@ async function feedback(body) {
   }
   const card = (item) => h("article", { class: "feedback-card", "data-feedback-id": item.id },
     h("header", {},
-      h("span", { class: `thumb-badge ${item.thumb || ""}`, text: item.thumb === "up" ? "👍" : item.thumb === "down" ? "👎" : "•" }),
+      h("span", { class: `thumb-badge ${item.thumb || ""}`, title: item.thumb ? t(item.thumb) : "" },
+        item.thumb ? icon(item.thumb) : "•"),
       h("span", { text: item.user_email }), h("span", { class: "muted", text: item.model || "" }),
       h("span", { class: "muted", text: formatTime(item.created_at, language()) })),
     field(t("question"), item.question), field(t("answer"), item.answer),
