@@ -301,3 +301,15 @@ async def test_oidc_next_must_be_a_path_on_this_server(
 ) -> None:
     refused = await oidc_client.get("/api/auth/oidc/login", params={"next": next_path})
     assert assert_error(refused, 400)["param"] == "next"
+
+
+async def test_me_says_whether_the_session_may_use_the_admin_pages(client: httpx.AsyncClient) -> None:
+    admin = await sign_up(client, "root@example.com")
+    user = await sign_up(client, "user@example.com")
+    admin_me = (await client.get("/api/auth/me", headers=admin.headers)).json()
+    user_me = (await client.get("/api/auth/me", headers=user.headers)).json()
+    assert admin_me["is_admin"] is True and admin_me["email"] == admin.email
+    assert user_me["is_admin"] is False and user_me["role"] == "user"
+    chat_key = await client.post("/api/keys", json={"name": "k", "scopes": ["chat"]}, headers=admin.headers)
+    key_me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {chat_key.json()['key']}"})
+    assert key_me.json()["is_admin"] is False  # the credential's scopes count, not only the role

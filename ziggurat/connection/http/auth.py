@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ziggurat.application.auth.oidc import OidcService
 from ziggurat.application.auth.oidc_provider import SIGN_IN_FAILED
+from ziggurat.application.auth.principal import SCOPE_ADMIN
 from ziggurat.application.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -132,9 +133,16 @@ async def change_password(
     return cookies.deliver(response, tokens)
 
 
+class MeOut(UserOut):
+    """The signed-in user, and whether this session may use the admin pages (the web app's menu)."""
+
+    is_admin: bool
+
+
 @router.get("/auth/me")
-async def me(principal: PrincipalDep, application: ApplicationDep) -> UserOut:
-    return await application.users.me(principal)
+async def me(principal: PrincipalDep, application: ApplicationDep) -> MeOut:
+    user = await application.users.me(principal)
+    return MeOut(**user.model_dump(), is_admin=principal.has_scope(SCOPE_ADMIN))
 
 
 @router.get("/auth/oidc/login", response_model=None)
