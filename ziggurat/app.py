@@ -178,12 +178,16 @@ def build_engine(settings: Settings) -> Engine:
 def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
     """The relay to remote servers: `openai_endpoints`, or the one `openai_base_url`."""
     from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
+    from ziggurat.model.engines.openai_capacity import LoadPolicy
     from ziggurat.model.engines.openai_endpoints import EndpointConfig
 
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
-    endpoints = [EndpointConfig(e.url, secret(e.api_key), e.weight) for e in engine.openai_endpoints]
+    endpoints = [
+        EndpointConfig(e.url, secret(e.api_key), e.weight, e.max_concurrency, e.metrics_url)
+        for e in engine.openai_endpoints
+    ]
     if not endpoints and not engine.openai_base_url:
         raise ConfigurationError(
             "The openai engine needs ZIGGURAT_ENGINE__OPENAI_BASE_URL or ZIGGURAT_ENGINE__OPENAI_ENDPOINTS."
@@ -209,6 +213,9 @@ def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
         timeout_s=timeout_s,
         context_length=engine.context_length,
         default_max_tokens=engine.default_max_tokens,
+        load=LoadPolicy(
+            interval_s=engine.openai_load_poll_interval_s, max_kv_cache_usage=engine.openai_max_kv_cache_usage
+        ),
     )
 
 

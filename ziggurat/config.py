@@ -42,6 +42,12 @@ class OpenAIEndpointSettings(BaseModel):
     url: str = Field(description="Base URL ending in /v1.")
     api_key: SecretStr | None = None
     weight: PositiveFloat = Field(default=1.0, description="Share of requests relative to other endpoints.")
+    max_concurrency: PositiveInt | None = Field(
+        default=None, description="Requests this server may hold at most (default: engine max_concurrency)."
+    )
+    metrics_url: str | None = Field(
+        default=None, description="Its Prometheus metrics (default: /metrics beside /v1, as vLLM and SGLang)."
+    )
 
 
 class EngineSettings(BaseModel):
@@ -91,6 +97,14 @@ class EngineSettings(BaseModel):
     )
     openai_breaker_cooldown_s: PositiveFloat = Field(
         default=30.0, description="How long an open breaker rejects before letting one probe through."
+    )
+    openai_load_poll_interval_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often servers' health and load metrics are read (0: never; max_concurrency holds).",
+    )
+    openai_max_kv_cache_usage: float = Field(
+        default=0.95, gt=0, le=1, description="A server whose KV cache is this full gets no new requests."
     )
 
 

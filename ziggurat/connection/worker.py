@@ -21,7 +21,7 @@ import dataclasses
 import time
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from ziggurat.connection.broker.base import Delivery, Job, JobQueue, Priority
 from ziggurat.connection.streams.base import AppendStatus, Claim, EventStreams
@@ -69,6 +69,21 @@ class _Unobserved:
 _UNOBSERVED = _Unobserved()
 
 
+@runtime_checkable
+class VaryingCapacity(Protocol):
+    """An optional engine capability: a capacity that changes over time (a remote server's load).
+
+    `Engine.capacity` stays the most the engine ever runs (the queue's prefetch);
+    `available_capacity` is how many it should run now, and `capacity_changed`
+    returns when that changes, so a full worker sleeps instead of polling.
+    """
+
+    @property
+    def available_capacity(self) -> int: ...
+
+    async def capacity_changed(self) -> None: ...
+
+
 @dataclass(slots=True, frozen=True)
 class WorkerTelemetry:
     """Where a worker reports: job metrics and trace spans (`job`, then `engine.generate`)."""
@@ -78,7 +93,8 @@ class WorkerTelemetry:
 
 
 class Worker:
-    """Runs up to `engine.capacity` jobs for one model at a time. Owns its tasks."""
+    """Runs up to `engine.capacity` jobs for one model at a time (or, for an engine with
+    `VaryingCapacity`, up to its `available_capacity` of the moment). Owns its tasks."""
 
     def __init__(
         self,
@@ -100,7 +116,9 @@ class Worker:
         self._engine = engine
         self._model = model
         self._max_deliveries = max_deliveries
-        self._slots = asyncio.Semaphore(engine.capacity)
+        self._varying = engine if isinstance(engine, VaryingCapacity) else None
+        self._room = asyncio.Event()
+        """Set when a job ends or the capacity changes: a full puller looks again."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._puller: asyncio.Task[None] | None = None
         self._is_draining = False
@@ -126,6 +144,7 @@ class Worker:
             return
         puller = asyncio.create_task(self._pull(), name=f"pull-{self._model}")
         self._puller = puller
+        watcher = asyncio.create_task(self._watch_capacity(), name=f"capacity-{self._model}")
         try:
             await asyncio.wait({puller})
             if not puller.cancelled():
@@ -134,17 +153,38 @@ class Worker:
                 await asyncio.wait(set(self._tasks))
         finally:
             puller.cancel()
+            watcher.cancel()
             for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(puller, *self._tasks, return_exceptions=True)
+            await asyncio.gather(puller, watcher, *self._tasks, return_exceptions=True)
+
+    def _has_room(self) -> bool:
+        varying = self._varying
+        limit = self._engine.capacity if varying is None else varying.available_capacity
+        return len(self._tasks) < limit
+
+    async def _wait_for_room(self) -> None:
+        while not self._has_room():
+            self._room.clear()
+            await self._room.wait()
+
+    async def _watch_capacity(self) -> None:
+        if self._varying is None:
+            return
+        while True:
+            await self._varying.capacity_changed()
+            self._room.set()
 
     async def _pull(self) -> None:
         while True:
-            await self._slots.acquire()
+            await self._wait_for_room()
+            delivery = await self._jobs.take(self._model)
             try:
-                delivery = await self._jobs.take(self._model)
+                # The capacity may have fallen while this worker waited for a job: hold it until
+                # there is room (it has not started; a draining worker gives it back).
+                await self._wait_for_room()
             except BaseException:
-                self._slots.release()
+                await delivery.release()
                 raise
             task = asyncio.create_task(self._serve(delivery), name=f"job-{delivery.job.job_id}")
             self._tasks.add(task)
@@ -175,7 +215,7 @@ class Worker:
 
     def _job_finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        self._room.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job_failed", error_type=type(task.exception()).__name__)
 

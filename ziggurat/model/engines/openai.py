@@ -36,6 +36,7 @@ from ziggurat.errors import ConfigurationError, InvalidRequest, UpstreamFailed, 
 from ziggurat.model.breaker import CircuitBreaker
 from ziggurat.model.engine import (
     ChatMessage,
+    EngineStats,
     GenerationEnd,
     GenerationEvent,
     GenerationRequest,
@@ -43,6 +44,7 @@ from ziggurat.model.engine import (
     TextDelta,
     estimate_tokens,
 )
+from ziggurat.model.engines.openai_capacity import CapacityTracker, LoadPolicy, LoadPoller, total_stats
 from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool
 from ziggurat.model.engines.openai_wire import (
     SseDecoder,
@@ -52,7 +54,6 @@ from ziggurat.model.engines.openai_wire import (
     drain,
     error_text,
     estimate_usage,
-    lists_model,
     loads_or_none,
     to_chat_completion_request,
 )
@@ -124,6 +125,7 @@ class OpenAIEngine:
         relay: RelayPolicy | None = None,
         context_length: int | None = None,
         default_max_tokens: int | None = None,
+        load: LoadPolicy | None = None,
     ) -> None:
         if max_concurrency < 1 or timeout_s <= 0:
             raise ConfigurationError("OpenAIEngine needs max_concurrency >= 1 and timeout_s > 0")
@@ -139,15 +141,24 @@ class OpenAIEngine:
                         failure_threshold=self._relay.breaker_failures,
                         cooldown_s=self._relay.breaker_cooldown_s,
                     ),
+                    max_concurrency=max_concurrency,
                 )
                 for config in configs
             ]
+        )
+        policy = load or LoadPolicy()
+        self._capacity = CapacityTracker(self._pool.endpoints, max_concurrency=max_concurrency, policy=policy)
+        self._poller = LoadPoller(
+            endpoints=self._pool.endpoints,
+            model=remote_model,
+            policy=policy,
+            timeout_s=timeout_s,
+            on_update=self._capacity.refresh,
         )
         self._remote_model = remote_model
         self._max_concurrency = max_concurrency
         self._default_max_tokens = default_max_tokens
         self._stream_timeout = aiohttp.ClientTimeout(sock_connect=self._relay.connect_timeout_s)
-        self._probe_timeout = aiohttp.ClientTimeout(total=timeout_s)
         servers = ", ".join(endpoint.safe_url for endpoint in self._pool.endpoints)
         self._info = ModelInfo(
             name=served_name,
@@ -163,7 +174,21 @@ class OpenAIEngine:
 
     @property
     def capacity(self) -> int:
+        """The most generations this engine ever runs at once (the queue's prefetch)."""
         return self._max_concurrency
+
+    @property
+    def available_capacity(self) -> int:
+        """How many it should run now, from the servers' health and load (`openai_capacity.py`)."""
+        return self._capacity.available
+
+    async def capacity_changed(self) -> None:
+        """Return when `available_capacity` next changes."""
+        await self._capacity.changed()
+
+    def stats(self) -> EngineStats:
+        """The servers' own figures where they publish them (theirs include other clients' requests)."""
+        return total_stats(self._pool.endpoints)
 
     @property
     def is_ready(self) -> bool:
@@ -183,13 +208,14 @@ class OpenAIEngine:
             connector=connector, headers={"Content-Type": "application/json"}
         )
         await self.check_health()
+        self._poller.start(self._session)
 
     async def check_health(self) -> bool:
-        """GET `/models` of every server: each is healthy when it answers and lists `remote_model`."""
+        """Probe every server now (`/models` lists `remote_model`) and read its load; True when ready."""
         session = self._session
         if session is None:
             return False
-        await asyncio.gather(*(self._probe(session, endpoint) for endpoint in self._pool.endpoints))
+        await self._poller.poll_once(session)
         return self.is_ready
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
@@ -226,6 +252,7 @@ class OpenAIEngine:
                 )
 
     async def aclose(self) -> None:
+        await self._poller.aclose()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -243,6 +270,7 @@ class OpenAIEngine:
         first_token_at = _earliest(loop.time() + self._relay.first_token_timeout_s, deadline)
         is_ok: bool | None = None
         has_text = False
+        endpoint.in_flight += 1
         try:
             response = await self._open_stream(session, endpoint, body, request.request_id, first_token_at)
             state = StreamState(wants_logprobs=request.params.logprobs)
@@ -264,6 +292,7 @@ class OpenAIEngine:
             self._mark_unhealthy(endpoint, exc.message)
             raise
         finally:
+            endpoint.in_flight -= 1
             breaker = endpoint.breaker
             if is_ok or (is_ok is None and has_text):
                 breaker.record_success()
@@ -331,7 +360,9 @@ class OpenAIEngine:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(describe_failure(exc)) from exc
         if response.status == 200:
-            endpoint.is_healthy = True
+            if not endpoint.is_healthy:
+                endpoint.is_healthy = True
+                self._capacity.refresh()
             return response
         try:
             detail = await response.content.read(_MAX_ERROR_BODY_BYTES)
@@ -350,27 +381,10 @@ class OpenAIEngine:
         message = f"the remote model server returned HTTP {status}{suffix}"
         return _ServerBusy(message) if status in _BUSY_STATUSES else UpstreamFailed(message)
 
-    async def _probe(self, session: aiohttp.ClientSession, endpoint: Endpoint) -> None:
-        problem: str | None = None
-        try:
-            async with session.get(
-                endpoint.models_url, headers=endpoint.headers, timeout=self._probe_timeout
-            ) as response:
-                if response.status != 200:
-                    problem = f"HTTP {response.status} (does base_url end in /v1?)"
-                elif not lists_model(await response.read(), self._remote_model):
-                    problem = "model not listed by the server"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            problem = describe_failure(exc)
-        if problem is not None:
-            context = {"base_url": endpoint.safe_url, "model": self._remote_model, "reason": problem}
-            log.warning("openai_engine_not_ready", extra=context)
-        else:
-            endpoint.breaker.record_success()
-        endpoint.is_healthy = problem is None
-
     def _mark_unhealthy(self, endpoint: Endpoint, reason: str) -> None:
-        endpoint.is_healthy = False
+        if endpoint.is_healthy:
+            endpoint.is_healthy = False
+            self._capacity.refresh()
         log.warning("openai_engine_request_failed", extra={"base_url": endpoint.safe_url, "reason": reason})
 
 

@@ -4,8 +4,10 @@ Several servers can serve the same model (vLLM replicas behind no load
 balancer, or two regions). Each request goes to one of them, chosen at random
 in proportion to its weight among those whose circuit breaker lets a request
 through; a server that keeps failing is skipped until its breaker lets a probe
-through again. Nothing here does I/O: `openai.py` sends the requests and
-reports each verdict.
+through again. A server that failed its last health check is skipped while
+another passed its check, and one that is full (`openai_capacity.py` sets each
+server's limit from its own load metrics) while another has room. Nothing here
+does I/O: `openai.py` sends the requests and reports each verdict.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from yarl import URL
 
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.breaker import BreakerState, CircuitBreaker
+
+if TYPE_CHECKING:
+    from ziggurat.model.engines.openai_capacity import UpstreamLoad
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,6 +33,10 @@ class EndpointConfig:
     url: str
     api_key: str | None = None
     weight: float = 1.0
+    max_concurrency: int | None = None
+    """Our requests this server may hold at most (None: the engine's `max_concurrency`)."""
+    metrics_url: str | None = None
+    """Its Prometheus metrics (None: `/metrics` beside `/v1`, where vLLM and SGLang serve them)."""
 
 
 class Endpoint:
@@ -37,22 +47,49 @@ class Endpoint:
     """
 
     __slots__ = (
+        "_is_capped",
         "api_key",
         "breaker",
         "chat_url",
+        "has_metrics",
         "headers",
+        "in_flight",
         "is_healthy",
+        "limit",
+        "load",
+        "load_seen_at",
+        "max_concurrency",
+        "metrics_url",
         "models_url",
+        "passed_probe",
         "safe_url",
+        "was_probed",
         "weight",
     )
 
-    def __init__(self, config: EndpointConfig, breaker: CircuitBreaker) -> None:
+    def __init__(self, config: EndpointConfig, breaker: CircuitBreaker, *, max_concurrency: int = 1) -> None:
         base = URL(config.url)
         if base.scheme not in ("http", "https") or not base.host or not config.weight > 0:
             raise ConfigurationError("Each OpenAI endpoint needs an http(s) URL and a weight above 0.")
+        if config.max_concurrency is not None and config.max_concurrency < 1:
+            raise ConfigurationError("An OpenAI endpoint's max_concurrency must be at least 1.")
         self.chat_url = (base / "chat/completions").with_query(base.query)
         self.models_url = (base / "models").with_query(base.query)
+        self.metrics_url = URL(config.metrics_url) if config.metrics_url else _metrics_url(base)
+        self.max_concurrency = config.max_concurrency or max_concurrency
+        self.limit = self.max_concurrency
+        """How many of our requests it should hold now (`openai_capacity.endpoint_limit`)."""
+        self.in_flight = 0
+        """Our requests it is answering now."""
+        self.load: UpstreamLoad | None = None
+        self.load_seen_at = 0.0
+        self.has_metrics = True
+        """False once it answered that it publishes none: its metrics are not asked for again."""
+        self.was_probed = False
+        self.passed_probe = False
+        """The last health check's verdict (request failures are the breaker's business)."""
+        self._is_capped = config.max_concurrency is not None
+
         self.safe_url = str(base.with_user(None).with_query(None).with_fragment(None))
         """For logs and descriptions: no credentials, no query string."""
         self.api_key = config.api_key or None
@@ -60,6 +97,14 @@ class Endpoint:
         self.weight = config.weight
         self.breaker = breaker
         self.is_healthy = False
+
+    @property
+    def is_full(self) -> bool:
+        """At its own configured cap, or at a limit its load or health lowered.
+
+        Without either, its limit is the engine's whole capacity, which the worker already bounds.
+        """
+        return self.in_flight >= self.limit and (self._is_capped or self.limit < self.max_concurrency)
 
 
 class EndpointPool:
@@ -81,10 +126,17 @@ class EndpointPool:
         return any(e.is_healthy and e.breaker.state is not BreakerState.OPEN for e in self._endpoints)
 
     def acquire(self, tried: Collection[Endpoint] = ()) -> Endpoint | None:
-        """An endpoint for one request (not one of `tried`), its breaker taken; None when none may be used."""
+        """An endpoint for one request (not one of `tried`), its breaker taken; None when none may be used.
+
+        Endpoints that passed their last health check and are not full come first; the others only when
+        there is no such endpoint (the worker bounds the total, so this is a
+        race, or a server that is down everywhere and should say so fast).
+        """
         candidates = [e for e in self._endpoints if e not in tried and e.breaker.can_try]
         if not candidates:
             return None
+        candidates = [e for e in candidates if e.passed_probe] or candidates
+        candidates = [e for e in candidates if not e.is_full] or candidates
         if len(candidates) == 1:
             chosen = candidates[0]
         else:
@@ -93,3 +145,10 @@ class EndpointPool:
 
     def has_untried(self, tried: Collection[Endpoint]) -> bool:
         return any(e not in tried and e.breaker.can_try for e in self._endpoints)
+
+
+def _metrics_url(base: URL) -> URL:
+    """`http://host:8000/v1` → `http://host:8000/metrics`: vLLM and SGLang serve both from one root."""
+    path = base.path.rstrip("/")
+    root = path[: -len("/v1")] if path.endswith("/v1") else path
+    return base.with_path(root + "/metrics").with_query(base.query)
