@@ -105,7 +105,9 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         patch.setattr(container, "PasswordHasher", lambda: PasswordHasher(time_cost=1, memory_cost_kib=64))
         with running_server(settings) as running:
             with httpx.Client(base_url=running.base_url, timeout=30) as client:
-                registered = client.post("/api/auth/register", json={"email": ADMIN_EMAIL, "password": PASSWORD})
+                registered = client.post(
+                    "/api/auth/register", json={"email": ADMIN_EMAIL, "password": PASSWORD}
+                )
                 assert registered.status_code == 201, registered.text
                 token = registered.json()["tokens"]["access_token"]
             yield WebServer(running=running, engine=engine, admin_token=token)

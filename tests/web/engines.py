@@ -12,14 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from ziggurat.model.engine import GenerationEnd, GenerationEvent, GenerationRequest, ModelInfo, TextDelta, Usage
+from ziggurat.model.engine import (
+    GenerationEnd,
+    GenerationEvent,
+    GenerationRequest,
+    ModelInfo,
+    TextDelta,
+    Usage,
+)
 
 MODEL = "scripted-web"
 
 XSS_REPLY = (
     'Here is a picture <img src=x onerror="window.__pwned = 1; alert(1)"> and a script '
     "<script>window.__pwned = 2; alert(2)</script> and a [link](javascript:window.__pwned=3) "
-    "and a block:\n\n<div onmouseover=\"window.__pwned=4\">hover me</div>\n\nEND-OF-XSS"
+    'and a block:\n\n<div onmouseover="window.__pwned=4">hover me</div>\n\nEND-OF-XSS'
 )
 
 MARKDOWN_REPLY = (
@@ -91,7 +98,9 @@ class WebScriptedEngine:
                 yield TextDelta(piece)
             finished = True
             self.completed += 1
-            yield GenerationEnd("stop", Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(pieces)))
+            yield GenerationEnd(
+                "stop", Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(pieces))
+            )
         finally:
             if not finished:
                 self.cancelled += 1

@@ -84,7 +84,8 @@ def test_register_chat_reload_rate_and_admin_review(browser: Browser, web_server
     admin.locator(".tab", has_text="Feedback").click()
     card = admin.locator(".feedback-card", has_text="carol@example.com")
     card.wait_for()
-    assert "The Great Ziggurat of Ur was built around 2100 BC." in card.locator(".fb-field.correction").inner_text()
+    correction = card.locator(".fb-field.correction").inner_text()
+    assert "The Great Ziggurat of Ur was built around 2100 BC." in correction
     assert "Too vague about dates" in card.inner_text()
     assert card.locator(".thumb-badge.down").count() == 1
     screenshot(admin, "desktop-admin-feedback")

@@ -10,7 +10,7 @@ from tests.server import wait_until
 from tests.web.conftest import WebServer, new_page, register_in_browser
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Dialog
 
 pytestmark = pytest.mark.browser
 
@@ -18,10 +18,17 @@ pytestmark = pytest.mark.browser
 def test_html_in_answers_and_messages_renders_as_text(browser: Browser, web_server: WebServer) -> None:
     context, page = new_page(browser, web_server)
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def refuse(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", refuse)
     register_in_browser(page, "mallory@example.com")
 
-    question = "xss please <img src=y onerror=\"window.__pwned='user'\"><script>window.__pwned='user2'</script>"
+    question = (
+        "xss please <img src=y onerror=\"window.__pwned='user'\"><script>window.__pwned='user2'</script>"
+    )
     page.locator(".composer-input").fill(question)
     page.keyboard.press("Enter")
     reply = page.locator(".message.assistant[data-status=complete]").last

@@ -21,7 +21,7 @@ function createModelPicker() {
   let models = [];
   let wanted = null;
   const select = h("select", { class: "model-picker", "aria-label": t("model"), title: t("model") });
-  const element = h("label", { class: "model-wrap" }, icon("sliders"), select);
+  const element = h("label", { class: "model-wrap" }, select);
   const remembered = () => localStorage.getItem("ziggurat.model");
 
   function paint() {

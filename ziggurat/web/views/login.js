@@ -1,10 +1,10 @@
 // Sign in and register on one card, plus the single sign-on button when the server
 // has OIDC configured (`GET /api/auth/providers`).
 
-import { h, clear, iconButton } from "../dom.js";
+import { h, clear, icon, iconButton } from "../dom.js";
 import { t, toggleLanguage } from "../i18n.js";
 import * as session from "../session.js";
-import { toggleTheme } from "../theme.js";
+import { theme, toggleTheme } from "../theme.js";
 
 let providers = null;
 
@@ -69,7 +69,10 @@ export async function renderLogin(root, { mode = "signin", onSignedIn, rerender 
   const tools = h("div", { class: "login-tools" },
     h("button", { type: "button", class: "btn ghost small", "aria-label": t("languageLabel"), text: t("language"),
       onclick: () => { toggleLanguage(); rerender(); } }),
-    iconButton("moon", t("theme"), toggleTheme));
+    iconButton(theme() === "dark" ? "sun" : "moon", t("theme"), (event) => {
+      toggleTheme();
+      event.currentTarget.replaceChildren(icon(theme() === "dark" ? "sun" : "moon"));
+    }));
 
   clear(root).append(h("main", { class: "login-page" },
     tools,
