@@ -39,7 +39,6 @@ from ziggurat.connection.http import admin, auth, conversations, feedback, healt
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
-from ziggurat.connection.http.security_headers import SecurityHeadersMiddleware
 from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
@@ -588,7 +587,6 @@ def build_app(
         max_request_bytes=settings.http.max_request_bytes,
         tracer=tracer,
     )
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost, so the 413 of the one above gets them too
     return app
 
 

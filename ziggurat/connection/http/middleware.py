@@ -1,4 +1,4 @@
-"""ASGI middleware for every request: request id, size limit, metrics, access log and the server span.
+"""ASGI middleware for every request: request id, security headers, size limit, metrics, access log, span.
 
 Written as plain ASGI (not Starlette's BaseHTTPMiddleware) so streamed responses
 pass through untouched and the per-request cost stays a few microseconds. With
@@ -16,6 +16,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ziggurat.connection.http.errors import body_for, json_error
+from ziggurat.connection.http.security_headers import with_security_headers
 from ziggurat.errors import PayloadTooLarge
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger, request_id_var, user_id_var
@@ -82,7 +83,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = with_security_headers(
+                    [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                )
             await send(message)
 
         try:
@@ -93,9 +96,7 @@ class RequestContextMiddleware:
             if response_started:
                 raise
             too_large = PayloadTooLarge(f"The request body exceeds {self.max_request_bytes} bytes.")
-            await json_error(413, body_for(too_large), headers={"x-request-id": request_id})(
-                scope, receive, send
-            )
+            await json_error(413, body_for(too_large))(scope, receive, tagged_send)
             self.metrics.errors.labels(too_large.kind).inc()
             status = 413
         finally:

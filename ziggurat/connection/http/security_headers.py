@@ -1,4 +1,4 @@
-"""Security headers on every HTTP response, API and page alike.
+"""Security headers for every HTTP response, API and page alike.
 
 `X-Content-Type-Options: nosniff` keeps a browser from running a JSON error
 or an uploaded-looking body as script or HTML; `Referrer-Policy: same-origin`
@@ -6,38 +6,37 @@ keeps conversation URLs (`/c/<id>`) from leaking to other sites. HTML
 responses also get `X-Frame-Options: DENY` against clickjacking. The page's
 Content-Security-Policy is set by `web.py`, which knows what the page loads;
 it is not forced on other HTML (FastAPI's `/docs` loads its scripts from a
-CDN). A header a route set itself is left as it is. Plain ASGI, like
-`middleware.py`, so streams pass through untouched.
+CDN). A header a route set itself is left as it is.
+
+`RequestContextMiddleware` (`middleware.py`) applies this where it already
+rewrites the response start, rather than as one more ASGI layer: a layer
+would cost an extra await on every body message of every token stream.
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"))
-HTML_ONLY = ((b"x-frame-options", b"DENY"),)
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = with_security_headers(list(message.get("headers", [])))
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_REFERRER = (b"referrer-policy", b"same-origin")
+_NO_FRAMES = (b"x-frame-options", b"DENY")
 
 
 def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    present = {name.lower() for name, _ in headers}
-    content_type = next((value for name, value in headers if name.lower() == b"content-type"), b"")
-    wanted = ALWAYS + HTML_ONLY if content_type.startswith(b"text/html") else ALWAYS
-    headers.extend((name, value) for name, value in wanted if name not in present)
+    """`headers` (changed in place and returned) with each security header the response lacks."""
+    has_nosniff = has_referrer = has_frames = is_html = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            is_html = value.startswith(b"text/html")
+        elif lowered == b"x-content-type-options":
+            has_nosniff = True
+        elif lowered == b"referrer-policy":
+            has_referrer = True
+        elif lowered == b"x-frame-options":
+            has_frames = True
+    if not has_nosniff:
+        headers.append(_NOSNIFF)
+    if not has_referrer:
+        headers.append(_REFERRER)
+    if is_html and not has_frames:
+        headers.append(_NO_FRAMES)
     return headers
