@@ -9,8 +9,8 @@ their queue (and takes the jobs from workers whose servers have room), so a
 requests that endpoint should hold:
 
 - the configured maximum, less the requests the server has waiting;
-- no more than we already have there while its KV cache is above
-  `max_kv_cache_usage` (the server would soon preempt or queue);
+- none while its KV cache is above `max_kv_cache_usage` (the server would
+  soon preempt or queue);
 - nothing while the endpoint is unhealthy, if another endpoint is healthy
   (when none is, requests still go out and fail fast, as without metrics).
 
@@ -147,7 +147,8 @@ def endpoint_limit(endpoint: Endpoint, policy: LoadPolicy, *, any_healthy: bool,
     if load is None or now - endpoint.load_seen_at > _STALE_INTERVALS * policy.interval_s:
         return limit
     if load.kv_cache_usage is not None and load.kv_cache_usage >= policy.max_kv_cache_usage:
-        return min(limit, endpoint.in_flight)
+        # Not "what it holds now": that count falls as requests end, between two readings.
+        return 0
     if load.waiting:
         return max(0, limit - load.waiting)
     return limit
