@@ -81,6 +81,8 @@ class WebScriptedEngine:
         lowered = prompt.lower()
         if "xss" in lowered:
             return XSS_REPLY, 0.005
+        if "resume" in lowered:
+            return " ".join(f"part{i}" for i in range(80)) + " END-OF-RESUME", 0.04
         if "slow" in lowered:
             return " ".join(f"word{i}" for i in range(400)), self.slow_inter_token_s
         return MARKDOWN_REPLY, self.inter_token_s
