@@ -70,20 +70,26 @@ export async function register(email, password, invitation) {
 
 /**
  * A fresh access token from the refresh cookie; false when there is no session.
- * Concurrent callers share one request, because each refresh rotates the cookie.
+ * Concurrent callers in a tab share one request, and tabs take turns, because each refresh rotates
+ * the cookie.
  */
 export function refresh() {
   if (refreshing) return refreshing;
-  const csrf = csrfToken();
-  if (!csrf) { drop(); return Promise.resolve(false); }
-  refreshing = post("/api/auth/refresh", {}, { "X-CSRF-Token": csrf })
-    .then((tokens) => { adopt(tokens); return true; })
-    .catch((error) => {
-      if (error.status === undefined || error.status >= 500) return accessToken !== null; // keep trying later
-      drop();
-      return false;
-    })
-    .finally(() => { refreshing = null; });
+  const run = () => {
+    const csrf = csrfToken(); // read inside the lock: another tab may just have rotated it
+    if (!csrf) { drop(); return false; }
+    return post("/api/auth/refresh", {}, { "X-CSRF-Token": csrf })
+      .then((tokens) => { adopt(tokens); return true; })
+      .catch((error) => {
+        if (error.status === undefined || error.status >= 500) return accessToken !== null; // keep trying later
+        drop();
+        return false;
+      });
+  };
+  // Refresh tokens are single-use: two tabs spending the same cookie at once would look like theft and
+  // end the session, so tabs take turns (the second one then sends the cookie the first one received).
+  const locked = navigator.locks ? navigator.locks.request("ziggurat-refresh", run) : Promise.resolve(run());
+  refreshing = locked.finally(() => { refreshing = null; });
   return refreshing;
 }
 
