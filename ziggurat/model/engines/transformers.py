@@ -22,7 +22,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from ziggurat.model.engine import (
     TextDelta,
     TokenLogprob,
 )
+from ziggurat.model.engines.transformers_adapters import AdapterServing
 from ziggurat.model.engines.transformers_decode import DecodeLoop, SequenceState
 from ziggurat.model.engines.transformers_loading import LoadedModel, load_model
 from ziggurat.model.engines.transformers_runner_batch import make_batcher
@@ -87,7 +88,7 @@ class _EventBuffer:
         return self._events.popleft()
 
 
-class TransformersEngine:
+class TransformersEngine(AdapterServing):
     """Serves one Hugging Face causal LM; up to `capacity` sequences decode together.
 
     `start` must complete before `generate`. Every `generate` stream ends with
@@ -112,6 +113,7 @@ class TransformersEngine:
         kv_cache_gib: float | None = None,
         prefill_chunk_tokens: int = 512,
         cuda_graphs: bool = True,
+        adapters: Mapping[str, str] | None = None,
     ) -> None:
         self._model_path = model_path
         self._cache_dir = cache_dir
@@ -136,6 +138,8 @@ class TransformersEngine:
         # which refuses concurrent use while its padding or truncation settings change.
         self._tokenizer_lock = threading.Lock()
         self.cancelled_count = 0
+        self._startup_adapters = dict(adapters or {})
+        """LoRA adapters to load at start: name -> directory (`transformers_adapters`)."""
 
     @property
     def info(self) -> ModelInfo:
@@ -221,6 +225,7 @@ class TransformersEngine:
             capacity=plan.capacity,
             seconds=round(time.monotonic() - started, 2),
         )
+        await self._start_adapters(loaded.model, plan.batcher, self._startup_adapters)
         self._decode_loop = DecodeLoop(batcher=plan.batcher, eos_token_ids=loaded.eos_token_ids)
         self._thread = threading.Thread(
             target=self._decode_loop.run, name=f"ziggurat-decode-{self._served_name}", daemon=True
@@ -267,6 +272,7 @@ class TransformersEngine:
             if not is_finished:
                 decode_loop.cancel(sequence)
                 self.cancelled_count += 1
+            self._release_adapter(request.model)
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int | None:
         """The prompt's length in this model's tokens, chat template included; None before loading."""
@@ -333,6 +339,7 @@ class TransformersEngine:
             emit=emit,
             stop_token_ids=frozenset(params.stop_token_ids),
             token_text=token_text if params.logprobs else None,
+            adapter_slot=self._adapter_slot(request.model),
         )
 
 

@@ -261,6 +261,8 @@ class StackedBatcher:
         self._prefilled: dict[Any, DynamicCache] = {}
         self._rows: list[Any] = []
         self._can_stack: bool | None = None
+        self.lora: Any = None
+        """A `transformers_lora.LoraSet` when adapters are served: told each forward's rows."""
 
     @property
     def room(self) -> int:
@@ -288,6 +290,8 @@ class StackedBatcher:
         rows: list[torch.Tensor] = []
         while self._pending:
             sequence = self._pending[0]
+            if self.lora is not None:
+                self.lora.select([sequence.adapter_slot])
             logits, cache = prefill(self._model, sequence.prompt_ids, self._device, self._cache_keyword)
             self._pending.pop(0)
             if self._can_stack is None:
@@ -311,6 +315,8 @@ class StackedBatcher:
     def decode_step(self) -> tuple[list[Any], torch.Tensor | None]:
         if not self._rows:
             return [], None
+        if self.lora is not None:
+            self.lora.select([sequence.adapter_slot for sequence in self._rows])
         return list(self._rows), self._batch.forward(self._model)
 
     def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:

@@ -42,6 +42,8 @@ class SlotBatcher:
         self._chunk_tokens = chunk_tokens
         self._states: dict[Any, _SlotState] = {}
         self._in_prefill: list[Any] = []
+        self.lora: Any = None
+        """A `transformers_lora.LoraSet` when adapters are served: told each forward's rows."""
 
     @property
     def room(self) -> int:
@@ -76,6 +78,9 @@ class SlotBatcher:
         if not chunks:
             return [], None
         self._in_prefill = owners
+        if self.lora is not None:
+            lengths = [len(chunk.tokens) for chunk in chunks]
+            self.lora.select([owner.adapter_slot for owner in owners], lengths)
         logits = self._runner.prefill(chunks)
         self._in_prefill = []
         done: list[Any] = []
@@ -103,6 +108,11 @@ class SlotBatcher:
         slots = [state.slot for state in states]
         positions = [self._cache.lengths[slot] for slot in slots]
         tokens = [state.last_token or 0 for state in states]
+        if self.lora is not None:
+            by_slot = [-1] * self._cache.slots
+            for sequence, slot in zip(rows, slots, strict=True):
+                by_slot[slot] = sequence.adapter_slot
+            self.lora.select_by_row(by_slot)
         logits = self._runner.decode(slots, positions, tokens)
         for slot in slots:
             self._cache.lengths[slot] += 1
