@@ -16,7 +16,8 @@ from typing import Protocol
 import orjson
 import redis.asyncio as redis
 
-from ziggurat.model.engine import ModelInfo
+from ziggurat.model.adapters import AdapterHost
+from ziggurat.model.engine import Engine, ModelInfo
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -45,6 +46,25 @@ class StaticModels:
 
     def capacity(self, model: str) -> int | None:
         return self._capacities.get(model)
+
+
+class EngineModels:
+    """The models of the engine in this process, read live: LoRA adapters come and go at run time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def models(self) -> list[ModelInfo]:
+        return served_models(self._engine)
+
+    def capacity(self, model: str) -> int | None:
+        # Adapters share their base model's batch.
+        return self._engine.capacity if any(info.name == model for info in self.models()) else None
+
+
+def served_models(engine: Engine) -> list[ModelInfo]:
+    """The engine's model and, where it serves LoRA adapters, one `base:adapter` entry per adapter."""
+    return engine.served_models() if isinstance(engine, AdapterHost) else [engine.info]
 
 
 class RedisModels:

@@ -115,6 +115,8 @@ class ModelInfo:
     description: str = ""
     context_length: int | None = None
     is_demo: bool = False
+    base_model: str | None = None
+    """For a LoRA adapter served as `base:adapter`: the base model, whose workers run it."""
 
 
 class Engine(Protocol):

@@ -271,6 +271,7 @@ class GenerationService:
 
     async def _enqueue(self, job: Job) -> None:
         """Queue one job, unless load shedding or a full queue refuses it (`Overloaded`)."""
+        job = self._to_serving_queue(job)
         model = job.request.model
         if self._shedder is not None:
             try:
@@ -285,6 +286,12 @@ class GenerationService:
             self._metrics.rejections.labels("queue_full").inc()
             log.warning("job_rejected", reason="queue_full", model=model)
             raise
+
+    def _to_serving_queue(self, job: Job) -> Job:
+        """A LoRA adapter's job (`base:adapter`) goes to the queue of its base model's workers."""
+        info = next((model for model in self._models.models() if model.name == job.request.model), None)
+        queue = info.base_model if info is not None and info.base_model else ""
+        return job if job.queue == queue else dataclasses.replace(job, queue=queue)
 
     async def _submit_routed(self, router: Router, stream: GenerationStream) -> FallbackStream:
         """Submit through the fallback chain; readers of the run follow its retries and fallbacks."""

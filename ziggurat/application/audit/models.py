@@ -42,6 +42,8 @@ class AuditAction(StrEnum):
     MODEL_CREATED = "model.created"
     MODEL_UPDATED = "model.updated"
     MODEL_DELETED = "model.deleted"
+    ADAPTER_LOADED = "adapter.loaded"
+    ADAPTER_UNLOADED = "adapter.unloaded"
 
 
 class AuditEvent(Base):

@@ -40,6 +40,13 @@ class Job:
     """`time.time()` when the job was queued (0: unknown): a worker measures the queue wait from it."""
     trace_context: Mapping[str, str] = field(default_factory=dict)
     """W3C trace context (`traceparent`, `tracestate`) of the submitting span; empty without tracing."""
+    queue: str = ""
+    """The model queue to use when it is not `request.model`: a LoRA adapter's jobs (`base:adapter`)
+    go to the workers of its base model. Set by the gateway at each enqueue; not serialised."""
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or self.request.model
 
 
 class Delivery(Protocol):

@@ -58,10 +58,10 @@ class MemoryJobQueue:
         return queue
 
     async def submit(self, job: Job) -> None:
-        queue = self._queue(job.request.model)
+        queue = self._queue(job.queue_name)
         if queue.qsize() >= self._max_queue_depth:
             raise Overloaded(
-                f"The queue for model '{job.request.model}' is full; try again shortly.", retry_after_s=2
+                f"The queue for model '{job.queue_name}' is full; try again shortly.", retry_after_s=2
             )
         # Negated priority: PriorityQueue pops the smallest, we serve the highest;
         # the sequence number keeps FIFO order within a priority.
@@ -70,11 +70,11 @@ class MemoryJobQueue:
 
     def requeue(self, job: Job) -> None:
         """Back to the head of its priority class (a released job already waited its turn)."""
-        self._queue(job.request.model).put_nowait((-int(job.priority), -next(self._sequence), job))
+        self._queue(job.queue_name).put_nowait((-int(job.priority), -next(self._sequence), job))
         self._count(job, 1)
 
     def _count(self, job: Job, change: int) -> None:
-        self._waiting.setdefault(job.request.model, Counter())[job.priority] += change
+        self._waiting.setdefault(job.queue_name, Counter())[job.priority] += change
 
     async def consume(self, model: str, *, prefetch: int) -> None:
         self._queue(model)

@@ -283,7 +283,7 @@ class RabbitJobQueue:
             expiration=self._job_ttl_s,
             message_id=job.job_id,
         )
-        model = job.request.model
+        model = job.queue_name
         try:
             await self._wait_ready(channel)
             async with asyncio.timeout(_PUBLISH_TIMEOUT_S):

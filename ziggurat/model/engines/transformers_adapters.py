@@ -159,7 +159,11 @@ class AdapterServing:
         for adapter in self.adapters():
             if not adapter.is_unloading:
                 description = f"LoRA adapter '{adapter.name}' on {base.name}"
-                entries.append(dataclasses.replace(base, name=adapter.model, description=description))
+                entries.append(
+                    dataclasses.replace(
+                        base, name=adapter.model, description=description, base_model=base.name
+                    )
+                )
         return entries
 
     async def load_adapter(self, name: str, path: str) -> AdapterInfo:
