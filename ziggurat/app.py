@@ -35,14 +35,24 @@ from ziggurat.connection.broker.memory import MemoryJobQueue
 from ziggurat.connection.cache.kv import KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore
 from ziggurat.connection.cache.response import ResponseCache
 from ziggurat.connection.cache.session import SessionCache
-from ziggurat.connection.http import admin, auth, conversations, feedback, health, messages, openai, presets
+from ziggurat.connection.http import (
+    admin,
+    admin_adapters,
+    auth,
+    conversations,
+    feedback,
+    health,
+    messages,
+    openai,
+    presets,
+)
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
 from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
-from ziggurat.connection.models import ModelDirectory, RedisModels, StaticModels
+from ziggurat.connection.models import EngineModels, ModelDirectory, RedisModels, StaticModels, served_models
 from ziggurat.connection.streams.base import EventStreams
 from ziggurat.connection.streams.memory import MemoryStreams
 from ziggurat.connection.streams.publisher import StreamPublisher
@@ -168,6 +178,7 @@ def build_engine(settings: Settings) -> Engine:
                 default_max_tokens=engine.default_max_tokens,
                 context_length=engine.context_length,
                 cpu_threads=engine.cpu_threads,
+                adapters=engine.adapters,
             )
         case "openai":
             return build_openai_engine(engine, name)
@@ -414,7 +425,7 @@ async def open_services(
 
         models: ModelDirectory
         if engine is not None and settings.role == "all":
-            models = StaticModels([engine.info], {engine.info.name: engine.capacity})
+            models = EngineModels(engine)
         elif redis_client is not None:
             shared_models = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
             if runs_api:
@@ -515,7 +526,9 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
     directory = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
 
     async def advertise(engine: Engine) -> None:
-        await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S, engine.capacity)
+        # Read once the engine has started, so adapters loaded at start-up are advertised too.
+        models = served_models(engine)
+        await directory.keep_advertising(instance, models, MODEL_ADVERTISE_TTL_S, engine.capacity)
 
     return advertise
 
@@ -577,6 +590,7 @@ def build_app(
         app.include_router(presets.router)
         app.include_router(feedback.router)
         app.include_router(admin.router)
+        app.include_router(admin_adapters.router)
         app.include_router(ws_router)
     app.include_router(health.router)
     if settings.role != "worker":

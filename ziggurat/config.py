@@ -68,6 +68,11 @@ class EngineSettings(BaseModel):
     context_length: PositiveInt | None = None
     default_max_tokens: PositiveInt = 512
     cpu_threads: PositiveInt | None = None
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description='transformers: LoRA adapters to load at start, JSON {"name": "/adapter/dir"}; '
+        "served as <served_name>:<name>.",
+    )
     demo_time_to_first_token_s: float = Field(default=0.05, ge=0)
     demo_inter_token_s: float = Field(default=0.02, ge=0)
     openai_base_url: str | None = None
