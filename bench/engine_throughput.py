@@ -29,6 +29,7 @@ Command: `python bench/engine_throughput.py [--models 1b,8b] [--batches 1,64,256
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -53,18 +54,33 @@ from ziggurat.model.engines.transformers_text import OutputText
 LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 SHAPES: dict[str, dict[str, Any]] = {
     "1b": dict(
-        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        tie_word_embeddings=True,
         rope={**LLAMA3_ROPE, "factor": 32.0, "original_max_position_embeddings": 8192},
     ),
     "8b": dict(
-        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=False,
         rope={**LLAMA3_ROPE, "factor": 8.0, "original_max_position_embeddings": 8192},
     ),
     "smoke": dict(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
-        num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=True,
         rope={**LLAMA3_ROPE, "factor": 8.0, "original_max_position_embeddings": 8192},
     ),
 }
@@ -74,8 +90,14 @@ def build_model(shape: str, device: torch.device) -> LlamaForCausalLM:
     spec = dict(SHAPES[shape])
     rope = {**spec.pop("rope"), "rope_theta": 500000.0}
     config = LlamaConfig(
-        vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5, rope_parameters=rope,
-        bos_token_id=None, eos_token_id=None, pad_token_id=None, **spec,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_parameters=rope,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        **spec,
     )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
@@ -131,7 +153,7 @@ class StepTimer(LogitsProcessor):
 def summary(started: float, per_request: list[list[float]], tokens: int) -> dict[str, float]:
     ended = max(times[-1] for times in per_request)
     ttft = [times[0] - started for times in per_request]
-    gaps = [later - earlier for times in per_request for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for times in per_request for earlier, later in itertools.pairwise(times)]
     return {
         "tokens": tokens,
         "seconds": round(ended - started, 4),
@@ -155,8 +177,12 @@ def hf_generate(model: Any, batch: torch.Tensor, new_tokens: int) -> dict[str, f
     started = time.perf_counter()
     with torch.inference_mode():
         output = model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens, do_sample=False, logits_processor=LogitsProcessorList([timer]),
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([timer]),
         )
     torch.cuda.synchronize()
     tokens = int(output.shape[0] * (output.shape[1] - input_ids.shape[1]))
@@ -172,7 +198,7 @@ def hf_continuous(model: Any, batch: torch.Tensor, new_tokens: int) -> dict[str,
         started = time.perf_counter()
         outputs = model.generate_batch(inputs=inputs, generation_config=config, progress_bar=False)
         torch.cuda.synchronize()
-    except Exception as exc:  # noqa: BLE001 - a failure of the optional comparison is a result too
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     elapsed = time.perf_counter() - started
     tokens = sum(len(output.generated_tokens) for output in outputs.values())
@@ -183,8 +209,14 @@ def check_runner(model: Any, device: torch.device, prompt: int) -> list[float]:
     """Relative error of the runner's logits (prefill, then decode steps: eager, then graph
     replays) against the HF forward over the same tokens; bf16 should land near 1e-2."""
     plan = make_batcher(
-        model, device=device, mode="auto", max_batch_size=4, context_length=prompt + 64,
-        kv_cache_gib=None, chunk_tokens=prompt, cuda_graphs=True,
+        model,
+        device=device,
+        mode="auto",
+        max_batch_size=4,
+        context_length=prompt + 64,
+        kv_cache_gib=None,
+        chunk_tokens=prompt,
+        cuda_graphs=True,
     )
     runner = plan.batcher._runner  # type: ignore[attr-defined]
     ids = prompts(1, prompt, 7)[0].tolist()
@@ -195,7 +227,7 @@ def check_runner(model: Any, device: torch.device, prompt: int) -> list[float]:
         slot = runner.cache.allocate()
         slot = runner.cache.allocate()  # slot 1: rows of slot 0 are dummies in the decode step
         ours = runner.prefill([PrefillChunk(slot, 0, ids, True)])[0]
-        for step in range(5):
+        for _ in range(5):
             reference = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
             errors.append(round(float((ours - reference).norm() / reference.norm()), 5))
             token = int(reference.argmax())
@@ -209,8 +241,14 @@ class EngineHarness:
 
     def __init__(self, model: Any, device: torch.device, capacity: int, context: int, chunk: int) -> None:
         self.plan = make_batcher(
-            model, device=device, mode="auto", max_batch_size=capacity, context_length=context,
-            kv_cache_gib=None, chunk_tokens=chunk, cuda_graphs=True,
+            model,
+            device=device,
+            mode="auto",
+            max_batch_size=capacity,
+            context_length=context,
+            kv_cache_gib=None,
+            chunk_tokens=chunk,
+            cuda_graphs=True,
         )
         self.loop = DecodeLoop(batcher=self.plan.batcher, eos_token_ids=frozenset())
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
@@ -237,9 +275,12 @@ class EngineHarness:
 
         sequences = [
             SequenceState(
-                request_id=f"r{index}", prompt_ids=batch[index].tolist(), max_new_tokens=new_tokens,
+                request_id=f"r{index}",
+                prompt_ids=batch[index].tolist(),
+                max_new_tokens=new_tokens,
                 sampling=SamplingSettings(temperature=0.0),
-                text=OutputText(lambda ids: "x" * len(ids), ()), emit=emitter(index),
+                text=OutputText(lambda ids: "x" * len(ids), ()),
+                emit=emitter(index),
             )
             for index in range(count)
         ]
@@ -265,13 +306,23 @@ def bench_model(shape: str, args: argparse.Namespace, device: torch.device) -> d
     bandwidth = hbm_bandwidth(device)
     floor_ms = weights / bandwidth * 1000
     result: dict[str, Any] = {
-        "shape": shape, "weight_bytes": weights, "hbm_bytes_per_s": round(bandwidth),
-        "batch1_floor_ms": round(floor_ms, 3), "hf_generate": {}, "ziggurat": {},
+        "shape": shape,
+        "weight_bytes": weights,
+        "hbm_bytes_per_s": round(bandwidth),
+        "batch1_floor_ms": round(floor_ms, 3),
+        "hf_generate": {},
+        "ziggurat": {},
     }
-    print(f"[{shape}] weights {weights / 1e9:.2f} GB, HBM {bandwidth / 1e12:.2f} TB/s, floor {floor_ms:.3f} ms/token",
-          flush=True)
+    print(
+        f"[{shape}] weights {weights / 1e9:.2f} GB, HBM {bandwidth / 1e12:.2f} TB/s, "
+        f"floor {floor_ms:.3f} ms/token",
+        flush=True,
+    )
     result["runner_vs_hf_rel_error"] = check_runner(model, device, args.prompt)
-    print(f"[{shape}] runner vs HF logits, relative error per step: {result['runner_vs_hf_rel_error']}", flush=True)
+    print(
+        f"[{shape}] runner vs HF logits, relative error per step: {result['runner_vs_hf_rel_error']}",
+        flush=True,
+    )
     with attention_backends():
         hf_generate(model, prompts(1, args.prompt, 0), 4)  # warm-up
         for count in args.batches:
@@ -296,7 +347,9 @@ def bench_model(shape: str, args: argparse.Namespace, device: torch.device) -> d
     if args.hf_cb:
         count = 64 if 64 in args.batches else max(args.batches)
         with attention_backends():
-            result["hf_continuous_batching"] = {count: hf_continuous(model, prompts(count, args.prompt, count), args.new)}
+            result["hf_continuous_batching"] = {
+                count: hf_continuous(model, prompts(count, args.prompt, count), args.new)
+            }
         print(f"[{shape}] hf generate_batch B={count}: {result['hf_continuous_batching'][count]}", flush=True)
     del model
     torch.cuda.empty_cache()
@@ -304,20 +357,25 @@ def bench_model(shape: str, args: argparse.Namespace, device: torch.device) -> d
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| model | B | HF generate tok/s | ziggurat tok/s | ratio | TTFT p50 HF / ours (ms) | ITL p50 HF / ours (ms) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | B | HF generate tok/s | ziggurat tok/s | ratio "
+        "| TTFT p50 HF / ours (ms) | ITL p50 HF / ours (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         for count, ours in result["ziggurat"].items():
             base = result["hf_generate"][count]
             lines.append(
                 f"| {result['shape']} | {count} | {base['tokens_per_s']:,} | {ours['tokens_per_s']:,} | "
-                f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x | {base['ttft_p50_ms']} / {ours['ttft_p50_ms']} | "
+                f"{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x | "
+                f"{base['ttft_p50_ms']} / {ours['ttft_p50_ms']} | "
                 f"{base['itl_p50_ms']} / {ours['itl_p50_ms']} |"
             )
     for result in results:
         lines.append(
             f"{result['shape']}: floor {result['batch1_floor_ms']} ms/token; batch-1 decode at "
-            f"{result.get('ziggurat_batch1_floor_pct')}% of floor (HF generate: {result.get('hf_generate_batch1_floor_pct')}%); "
+            f"{result.get('ziggurat_batch1_floor_pct')}% of floor "
+            f"(HF generate: {result.get('hf_generate_batch1_floor_pct')}%); "
             f"HF generate_batch: {result.get('hf_continuous_batching')}"
         )
     return "\n".join(lines)
@@ -338,14 +396,18 @@ def main() -> None:
     shapes = ["smoke"] if args.smoke else args.models.split(",")
     device = torch.device("cuda")
     meta = {
-        "gpu": torch.cuda.get_device_name(device), "torch": torch.__version__,
-        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "gpu": torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     print(json.dumps(meta), flush=True)
     results = [bench_model(shape, args, device) for shape in shapes]
     out = args.out or Path(__file__).parent / "results" / f"engine_throughput_{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "args": vars(args) | {"out": str(out)}, "results": results}, indent=1))
+    out.write_text(
+        json.dumps({"meta": meta, "args": vars(args) | {"out": str(out)}, "results": results}, indent=1)
+    )
     print(table(results))
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the lean-runner tests: the tiny Llama on CPU float32 and a decode loop driven by token ids."""
+"""Shared pieces of the lean-runner tests: the tiny Llama on CPU float32, a decode loop fed token ids."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def load_tiny(path: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
-def plan(model: Any, *, slots: int = 4, context: int = 128, chunk: int = 512, gib: float | None = None) -> BatchPlan:
+def plan(
+    model: Any, *, slots: int = 4, context: int = 128, chunk: int = 512, gib: float | None = None
+) -> BatchPlan:
     return make_batcher(
         model,
         device=torch.device("cpu"),

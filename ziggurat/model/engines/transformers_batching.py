@@ -56,11 +56,15 @@ class Batcher(Protocol):
 
     def abort_prefill(self) -> list[Any]: ...
 
-    def commit_prefill(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None: ...
+    def commit_prefill(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None: ...
 
     def decode_step(self) -> tuple[list[Any], torch.Tensor | None]: ...
 
-    def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None: ...
+    def commit_decode(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None: ...
 
     def remove(self, sequences: Sequence[Any]) -> None: ...
 
@@ -250,7 +254,9 @@ class StackedBatcher:
     sequences of the full context would hold.
     """
 
-    def __init__(self, *, model: Model, device: torch.device, max_batch_size: int, context_length: int) -> None:
+    def __init__(
+        self, *, model: Model, device: torch.device, max_batch_size: int, context_length: int
+    ) -> None:
         self._model = model
         self._device = device
         self._max_batch_size = max_batch_size
@@ -305,7 +311,9 @@ class StackedBatcher:
         """The sequence whose prefill failed (the first pending one), removed."""
         return [self._pending.pop(0)] if self._pending else []
 
-    def commit_prefill(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+    def commit_prefill(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None:
         for sequence, token, is_finished in zip(sequences, tokens, finished, strict=True):
             cache = self._prefilled.pop(sequence)
             if not is_finished:
@@ -319,7 +327,9 @@ class StackedBatcher:
             self.lora.select([sequence.adapter_slot for sequence in self._rows])
         return list(self._rows), self._batch.forward(self._model)
 
-    def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+    def commit_decode(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None:
         self._batch.set_last_tokens(tokens)
         self._keep([row for row, is_finished in enumerate(finished) if not is_finished])
 

@@ -213,13 +213,17 @@ class DecodeLoop:
             tokens, finished = self._choose(rows, logits)
             self._batcher.commit_decode(rows, tokens, finished)
 
-    def _choose(self, sequences: Sequence[SequenceState], logits: torch.Tensor) -> tuple[list[int], list[bool]]:
+    def _choose(
+        self, sequences: Sequence[SequenceState], logits: torch.Tensor
+    ) -> tuple[list[int], list[bool]]:
         """Pick each row's token, emit its text; returns the tokens and which sequences finished."""
         choices = choose_tokens(logits, sequences)
         tokens = [choice.token for choice in choices]
         self.generated_tokens += len(tokens)
         finished = [self._accept(row, choice) for row, choice in zip(sequences, choices, strict=True)]
-        self._forget([sequence for sequence, is_finished in zip(sequences, finished, strict=True) if is_finished])
+        self._forget(
+            [sequence for sequence, is_finished in zip(sequences, finished, strict=True) if is_finished]
+        )
         return tokens, finished
 
     def _forget(self, sequences: Sequence[SequenceState]) -> None:

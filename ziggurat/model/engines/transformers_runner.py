@@ -45,7 +45,7 @@ MIN_LENGTH_BUCKET = 64
 
 def refusal(model: Any, max_len: int) -> str | None:
     """Why the runner cannot serve this model (None when it can)."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         return f"model type {model_type!r} is not one of {sorted(SUPPORTED_MODEL_TYPES)}"
@@ -149,7 +149,7 @@ class LlamaRunner:
             return output
         # The first step of a shape runs eagerly (its writes are the real ones) and doubles as
         # the warm-up the capture needs; the capture itself executes nothing.
-        stream = torch.cuda.Stream(self._device)
+        stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(stream):
             eager = self._decode_forward(rows, length)
@@ -173,7 +173,11 @@ class LlamaRunner:
         for index, layer in enumerate(self._inner.layers):
 
             def attend(
-                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
+                queries: torch.Tensor,
+                keys: torch.Tensor,
+                values: torch.Tensor,
+                index: int = index,
+                layer: Any = layer,
             ) -> torch.Tensor:
                 key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
                 key_cache[write_rows, :, positions] = keys[:, :, 0, :]
@@ -183,7 +187,7 @@ class LlamaRunner:
                 )
 
             hidden = self._layer(layer, hidden, cos, sin, attend)
-        hidden = self._inner.norm(hidden[:, -1, :])
+        hidden = _norm(self._inner.norm, hidden[:, -1, :])
         logits: torch.Tensor = project(self._model.lm_head, hidden).float()
         return logits
 
@@ -211,7 +215,11 @@ class LlamaRunner:
         for index, layer in enumerate(self._inner.layers):
 
             def attend(
-                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
+                queries: torch.Tensor,
+                keys: torch.Tensor,
+                values: torch.Tensor,
+                index: int = index,
+                layer: Any = layer,
             ) -> torch.Tensor:
                 key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
                 key_cache[write_slots, :, write_positions] = keys.transpose(1, 2)[is_real]
@@ -224,23 +232,32 @@ class LlamaRunner:
         wanted = [row for row, chunk in enumerate(chunks) if chunk.wants_logits]
         last = [len(chunks[row].tokens) - 1 for row in wanted]
         picked = hidden[
-            torch.tensor(wanted, dtype=torch.long, device=device), torch.tensor(last, dtype=torch.long, device=device)
+            torch.tensor(wanted, dtype=torch.long, device=device),
+            torch.tensor(last, dtype=torch.long, device=device),
         ]
-        logits: torch.Tensor = project(self._model.lm_head, self._inner.norm(picked)).float()
+        logits: torch.Tensor = project(self._model.lm_head, _norm(self._inner.norm, picked)).float()
         return logits
 
-    def _layer(self, layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any) -> Any:
+    def _layer(
+        self, layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any
+    ) -> Any:
         attention = layer.self_attn
         batch, width, _ = hidden.shape
-        normed = layer.input_layernorm(hidden)
-        queries = project(attention.q_proj, normed).view(batch, width, self.heads, self.head_dim).transpose(1, 2)
-        keys = project(attention.k_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
-        values = project(attention.v_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        normed = _norm(layer.input_layernorm, hidden)
+        queries = (
+            project(attention.q_proj, normed).view(batch, width, self.heads, self.head_dim).transpose(1, 2)
+        )
+        keys = (
+            project(attention.k_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        )
+        values = (
+            project(attention.v_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        )
         queries, keys = _rotate(queries, keys, cos, sin)
         attended = attend(queries, keys, values)
         attended = attended.transpose(1, 2).reshape(batch, width, self.heads * self.head_dim)
         hidden = hidden + project(attention.o_proj, attended)
-        normed = layer.post_attention_layernorm(hidden)
+        normed = _norm(layer.post_attention_layernorm, hidden)
         mlp = layer.mlp
         gated = mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed)
         return hidden + project(mlp.down_proj, gated)
@@ -258,6 +275,15 @@ class LlamaRunner:
             folded, keys, values, attn_mask=folded_mask, scale=layer.self_attn.scaling
         )
         return attended.reshape(batch, self.heads, width, self.head_dim)
+
+
+def _norm(module: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """RMSNorm as one fused kernel where the module is a plain RMSNorm (the HF module takes ~6)."""
+    epsilon = getattr(module, "variance_epsilon", None)
+    if epsilon is None:
+        result: torch.Tensor = module(hidden)
+        return result
+    return functional.rms_norm(hidden, (hidden.shape[-1],), module.weight, epsilon)
 
 
 def _rotate(

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 from ziggurat.model.engines.transformers_batching import Batcher, StackedBatcher
-from ziggurat.model.engines.transformers_kv import GIB, SlotKVCache, bytes_per_token, default_budget, plan_slots
+from ziggurat.model.engines.transformers_kv import (
+    GIB,
+    SlotKVCache,
+    bytes_per_token,
+    default_budget,
+    plan_slots,
+)
 from ziggurat.model.engines.transformers_runner import LlamaRunner, PrefillChunk, refusal
 from ziggurat.telemetry import get_logger
 
@@ -72,7 +78,9 @@ class SlotBatcher:
             if take <= 0:
                 break
             end = state.prefilled + take
-            chunks.append(PrefillChunk(state.slot, state.prefilled, prompt[state.prefilled : end], end == len(prompt)))
+            chunks.append(
+                PrefillChunk(state.slot, state.prefilled, prompt[state.prefilled : end], end == len(prompt))
+            )
             owners.append(sequence)
             budget -= take
         if not chunks:
@@ -97,7 +105,9 @@ class SlotBatcher:
         self.remove(failed)
         return failed
 
-    def commit_prefill(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+    def commit_prefill(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None:
         self._commit(sequences, tokens, finished)
 
     def decode_step(self) -> tuple[list[Any], torch.Tensor | None]:
@@ -118,7 +128,9 @@ class SlotBatcher:
             self._cache.lengths[slot] += 1
         return rows, logits
 
-    def commit_decode(self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]) -> None:
+    def commit_decode(
+        self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
+    ) -> None:
         self._commit(sequences, tokens, finished)
 
     def remove(self, sequences: Sequence[Any]) -> None:
