@@ -1,7 +1,9 @@
 """Browser tests: Debian's Chromium driven by Playwright against a real ziggurat server.
 
-One server per test module, serving the SPA and a scripted engine
-(`engines.WebScriptedEngine`) in place of a model. Playwright's own browser
+One server for the whole browser session (every test signs up its own
+accounts, so they do not see each other's conversations), serving the SPA and a
+scripted engine (`engines.WebScriptedEngine`) in place of a model; tests that
+need other settings (single sign-on) start their own. Playwright's own browser
 downloads are not used: the tests launch `/usr/bin/chromium` (or
 `ZIGGURAT_TEST_CHROMIUM`). When Playwright or Chromium is missing the tests are
 skipped, with the reason, and fail under `CI=true`. Screenshots go to
@@ -88,7 +90,7 @@ class WebServer:
             return token
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """A server with the SPA and the scripted engine; its first account (the admin) already exists."""
     tmp = tmp_path_factory.mktemp("web")
@@ -111,6 +113,13 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
                 assert registered.status_code == 201, registered.text
                 token = registered.json()["tokens"]["access_token"]
             yield WebServer(running=running, engine=engine, admin_token=token)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_console(request: pytest.FixtureRequest) -> None:
+    """Each test judges only its own pages' script errors, though the server is shared."""
+    if "web_server" in request.fixturenames:
+        request.getfixturevalue("web_server").console_errors.clear()
 
 
 def new_page(browser: Browser, server: WebServer, **context_options: Any) -> tuple[BrowserContext, Page]:

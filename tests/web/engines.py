@@ -36,6 +36,8 @@ MARKDOWN_REPLY = (
     "```python\ndef height(levels: int) -> int:\n    return levels * 11\n```\n\nEND-OF-ANSWER"
 )
 
+RESUME_REPLY = " ".join(f"part{i}" for i in range(80)) + " END-OF-RESUME"
+
 
 def _tokens(text: str) -> list[str]:
     """Word-sized pieces that keep the text's own whitespace (newlines matter in markdown)."""
@@ -82,7 +84,7 @@ class WebScriptedEngine:
         if "xss" in lowered:
             return XSS_REPLY, 0.005
         if "resume" in lowered:
-            return " ".join(f"part{i}" for i in range(80)) + " END-OF-RESUME", 0.04
+            return RESUME_REPLY, 0.04
         if "slow" in lowered:
             return " ".join(f"word{i}" for i in range(400)), self.slow_inter_token_s
         return MARKDOWN_REPLY, self.inter_token_s

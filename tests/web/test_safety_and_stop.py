@@ -8,6 +8,7 @@ import pytest
 
 from tests.server import wait_until
 from tests.web.conftest import WebServer, new_page, register_in_browser
+from tests.web.engines import RESUME_REPLY
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Dialog
@@ -95,6 +96,6 @@ def test_offline_shows_a_banner_and_the_reply_completes(browser: Browser, web_se
 
     page.locator(".message.assistant[data-status=complete]").wait_for()
     text = page.locator(".message.assistant .markdown").last.inner_text()
-    assert text == " ".join(f"part{i}" for i in range(80)) + " END-OF-RESUME"
+    assert text == RESUME_REPLY
     assert page.locator(".banner").is_hidden()
     context.close()

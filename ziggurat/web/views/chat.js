@@ -195,6 +195,7 @@ export function createChat({ shell, sidebar, models }) {
 
   async function follow(reply, start, userView) {
     const current = turn;
+    let lostBeforeStart = false;
     try {
       await runTurn(start, {
         onStart(data) {
@@ -214,7 +215,10 @@ export function createChat({ shell, sidebar, models }) {
         onReconnected() { shell.setBanner(null); reply.setContent(reply.content()); },
       }, current.controller.signal, current.replyId);
     } catch (error) {
-      if (error.name !== "AbortError") {
+      // Cut before the first event: the server may have started the reply all the same, and we
+      // never learnt its id. The reload below finds it, and follows it if it is still being written.
+      lostBeforeStart = error.isNetwork && !current.replyId;
+      if (error.name !== "AbortError" && !lostBeforeStart) {
         reply.setStatus("error", error.userMessage || error.message);
         toast(error.userMessage || error.message, "error");
       }
@@ -223,12 +227,12 @@ export function createChat({ shell, sidebar, models }) {
       if (turn === current) {
         turn = null;
         setBusy(false);
-        if (conversation?.id === current.conversationId) await reload();
+        if (conversation?.id === current.conversationId) await reload({ follow: lostBeforeStart });
       }
     }
   }
 
-  async function reload() {
+  async function reload({ follow: followStreaming = false } = {}) {
     try {
       const fresh = await api.get(`/api/conversations/${conversation.id}`);
       const stick = nearBottom();
@@ -237,7 +241,12 @@ export function createChat({ shell, sidebar, models }) {
       if (stick) toBottom();
     } catch {
       // keep what is on screen; the next action reloads
+      return;
     }
+    if (!followStreaming || turn) return;
+    const last = conversation.messages.at(-1);
+    if (last?.role !== "assistant") toast(t("networkError"), "error"); // the message never got there
+    else if (["streaming", "pending"].includes(last.status)) resume(last);
   }
 
   async function stop() {
