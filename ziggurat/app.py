@@ -58,6 +58,7 @@ from ziggurat.connection.streams.memory import MemoryStreams
 from ziggurat.connection.streams.publisher import StreamPublisher
 from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.errors import ConfigurationError
+from ziggurat.model.adapters import AdapterHost
 from ziggurat.model.engine import Engine, TokenCounter
 from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
 from ziggurat.service.admission import LoadShedder, QueueDeadlines
@@ -425,7 +426,12 @@ async def open_services(
 
         models: ModelDirectory
         if engine is not None and settings.role == "all":
-            models = EngineModels(engine)
+            # An engine that serves LoRA adapters is read live: adapters come and go at run time.
+            models = (
+                EngineModels(engine)
+                if isinstance(engine, AdapterHost)
+                else StaticModels([engine.info], {engine.info.name: engine.capacity})
+            )
         elif redis_client is not None:
             shared_models = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
             if runs_api:
