@@ -38,7 +38,7 @@ def _build_adapter(base: Path, target: Path, seed: int, modules: list[str]) -> P
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.5)
-    peft_model.save_pretrained(target)
+    peft_model.save_pretrained(str(target))
     return target
 
 
