@@ -182,3 +182,28 @@ async def test_unloading_under_traffic_finishes_running_streams_and_refuses_new_
     assert base_text == _reference(tiny_llama_path, None, STORY)
     await engine.load_adapter("alpha", str(adapters["alpha"]))
     assert (await _text(engine, _request("tiny:alpha")))[0] == expected
+
+
+@pytest.mark.parametrize("runner", ["auto", "hf"])
+async def test_both_forward_paths_serve_mixed_adapter_batches(
+    runner: str, tiny_llama_path: Path, adapters: dict[str, Path]
+) -> None:
+    engine = TransformersEngine(
+        model_path=str(tiny_llama_path),
+        served_name="tiny",
+        max_batch_size=4,
+        default_max_tokens=MAX_TOKENS,
+        runner=runner,
+        adapters={name: str(path) for name, path in adapters.items()},
+    )
+    await engine.start()
+    try:
+        names = ["tiny:beta", "tiny:alpha", "tiny"]
+        results = await asyncio.gather(*(_text(engine, _request(name)) for name in names))
+        assert engine.batch_path == ("hf" if runner == "hf" else "runner")
+    finally:
+        await engine.aclose()
+
+    for name, (text, _) in zip(names, results, strict=True):
+        adapter = adapters.get(name.removeprefix("tiny:")) if ":" in name else None
+        assert text == _reference(tiny_llama_path, adapter, STORY), name
