@@ -26,8 +26,11 @@ exactly: unloading waits until no sequence uses the adapter (`transformers_adapt
 
 Not supported (refused with a clear error): DoRA, bias training,
 `modules_to_save`, non-Linear targets, Conv1D layouts (`fan_in_fan_out`).
-CUDA graphs captured by the lean runner bake in the mask at capture time, so
-the engine decodes adapters without graphs.
+Known gap: a CUDA graph captured by the lean runner replays whatever the hooks
+did at capture time, so on a GPU with `engine.cuda_graphs` on, adapter rows in
+graph-replayed decode steps get no delta; serve adapters on GPU with
+`ZIGGURAT_ENGINE__CUDA_GRAPHS=false` until the runner replays eagerly while
+any adapter is selected.
 """
 
 from __future__ import annotations
