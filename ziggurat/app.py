@@ -180,6 +180,10 @@ def build_engine(settings: Settings) -> Engine:
                 context_length=engine.context_length,
                 cpu_threads=engine.cpu_threads,
                 adapters=engine.adapters,
+                runner=engine.runner,
+                kv_cache_gib=engine.kv_cache_gib,
+                prefill_chunk_tokens=engine.prefill_chunk_tokens,
+                cuda_graphs=engine.cuda_graphs,
             )
         case "openai":
             return build_openai_engine(engine, name)

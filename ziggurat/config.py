@@ -73,6 +73,21 @@ class EngineSettings(BaseModel):
         description='transformers: LoRA adapters to load at start, JSON {"name": "/adapter/dir"}; '
         "served as <served_name>:<name>.",
     )
+    runner: Literal["auto", "hf"] = Field(
+        default="auto",
+        description="auto: the lean Llama-family runner where the model allows it; hf: model.forward.",
+    )
+    kv_cache_gib: PositiveFloat | None = Field(
+        default=None,
+        description="KV-cache budget of the runner (default: 60% of free GPU memory, 2 GiB on CPU).",
+    )
+    prefill_chunk_tokens: PositiveInt = Field(
+        default=512,
+        description="Prompt tokens prefilled per step, between decode steps of the running batch.",
+    )
+    cuda_graphs: bool = Field(
+        default=True, description="Capture the runner's decode step as CUDA graphs (CUDA only)."
+    )
     demo_time_to_first_token_s: float = Field(default=0.05, ge=0)
     demo_inter_token_s: float = Field(default=0.02, ge=0)
     openai_base_url: str | None = None
