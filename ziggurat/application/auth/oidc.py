@@ -168,6 +168,25 @@ class OidcService:
         log.info("user_signed_in", user_id=user.id, method="oidc")
         return OidcSignIn(tokens=tokens, next_path=next_path)
 
+    def web_next_path(self, state_token: str | None) -> str | None:
+        """The web app's `next` in a state token signed by us, expired or not; None for API sign-ins.
+
+        Only says where a failure should land (the login page rather than a JSON body): an
+        expired token still proves the web app started the sign-in, and nothing here signs anyone in.
+        """
+        if not state_token:
+            return None
+        try:
+            claims = jwt.decode(
+                state_token, self._signing_key, algorithms=["HS256"], options={"verify_exp": False}
+            )
+        except jwt.InvalidTokenError:
+            return None
+        next_path = claims.get("next")
+        if claims.get("typ") != STATE_TOKEN_TYPE or not isinstance(next_path, str):
+            return None
+        return next_path if is_safe_next_path(next_path) else None
+
     def _check_state(self, state: str, state_token: str | None) -> tuple[str, str, str | None]:
         if not state_token:
             raise InvalidRequest(_BAD_STATE, param="state")

@@ -6,7 +6,8 @@ browser hops: `GET /api/auth/oidc/login` redirects to the provider and keeps
 the sign-in's state in an HttpOnly cookie scoped to the callback path;
 `GET /api/auth/oidc/callback` finishes it and answers with our token pair as
 JSON, or, for a login the web app started with `?next=/path`, sets the cookie
-session and redirects there.
+session and redirects there; such a login that fails lands on the web app's
+`/login?error=<code>` instead of a JSON error (`web_oidc.py`).
 
 The browser app uses cookie sessions (`session_cookies.py`): with
 `X-Ziggurat-Session: cookie` the refresh token goes into an HttpOnly cookie
@@ -21,7 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Cookie, Path, Query
 from starlette.responses import RedirectResponse, Response
 
-from ziggurat.application.auth.oidc import OidcService
+from ziggurat.application.auth.oidc import OidcService, is_safe_next_path
 from ziggurat.application.auth.oidc_provider import SIGN_IN_FAILED
 from ziggurat.application.auth.principal import SCOPE_ADMIN
 from ziggurat.application.auth.schemas import (
@@ -40,7 +41,8 @@ from ziggurat.application.container import Application
 from ziggurat.application.users.schemas import UserOut
 from ziggurat.connection.http.deps import ApplicationDep, ClientIpDep, PrincipalDep
 from ziggurat.connection.http.session_cookies import CookieSessionDep, RefreshBody
-from ziggurat.errors import NotFound, Unauthenticated
+from ziggurat.connection.http.web_oidc import login_failed
+from ziggurat.errors import NotFound, Unauthenticated, UpstreamFailed, ZigguratError
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -151,7 +153,12 @@ async def oidc_login(
     next_path: Annotated[str | None, Query(alias="next", max_length=2048)] = None,
 ) -> Response:
     """Send the browser to the provider; `next` (a path here) makes the callback redirect there."""
-    started = await _oidc(application).start_login(next_path=next_path)
+    try:
+        started = await _oidc(application).start_login(next_path=next_path)
+    except UpstreamFailed as exc:
+        if next_path is None or not is_safe_next_path(next_path):
+            raise
+        return login_failed(exc, cookie=(OIDC_COOKIE, OIDC_PATH))  # the web app's page, not JSON
     response = RedirectResponse(started.authorization_url, status_code=302)
     response.set_cookie(
         OIDC_COOKIE,
@@ -177,14 +184,21 @@ async def oidc_callback(
     state_cookie: Annotated[str | None, Cookie(alias=OIDC_COOKIE, max_length=4096)] = None,
 ) -> TokenPair | Response:
     response.delete_cookie(OIDC_COOKIE, path=OIDC_PATH)
-    if error is not None or not code or not state:
-        raise Unauthenticated(
-            f"The identity provider did not sign you in ({error or 'no code'}); try again.",
-            code=SIGN_IN_FAILED,
+    service = _oidc(application)
+    web_next = service.web_next_path(state_cookie)
+    try:
+        if error is not None or not code or not state:
+            raise Unauthenticated(
+                f"The identity provider did not sign you in ({error or 'no code'}); try again.",
+                code=SIGN_IN_FAILED,
+            )
+        signed_in = await service.finish_login(
+            code=code, state=state, state_token=state_cookie, client_ip=client_ip
         )
-    signed_in = await _oidc(application).finish_login(
-        code=code, state=state, state_token=state_cookie, client_ip=client_ip
-    )
+    except ZigguratError as exc:
+        if web_next is None:
+            raise  # an API client's sign-in: the JSON error
+        return login_failed(exc, provider_error=error, cookie=(OIDC_COOKIE, OIDC_PATH))
     if signed_in.next_path is None:
         return cookies.deliver(response, signed_in.tokens)
     redirect = RedirectResponse(signed_in.next_path, status_code=302)

@@ -8,6 +8,25 @@ import { theme, toggleTheme } from "../theme.js";
 
 let providers = null;
 
+// A failed single sign-on comes back as `/login?error=<code>` (a fixed set of codes, never server
+// text). The code is read once and taken out of the address bar, so a reload does not repeat it;
+// the message stays until the next attempt.
+const SSO_ERRORS = {
+  sso_denied: "ssoDenied", sso_expired: "ssoExpired", sso_not_allowed: "ssoNotAllowed",
+  sso_unavailable: "ssoUnavailable", sso_failed: "ssoFailed",
+};
+let ssoError = null;
+
+function takeSsoError() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("error");
+  if (code === null) return;
+  ssoError = SSO_ERRORS[code] || "ssoFailed";
+  params.delete("error");
+  const rest = params.toString();
+  history.replaceState(history.state, "", location.pathname + (rest ? `?${rest}` : ""));
+}
+
 async function loadProviders() {
   if (providers) return providers;
   try {
@@ -20,9 +39,11 @@ async function loadProviders() {
 }
 
 export async function renderLogin(root, { mode = "signin", onSignedIn, rerender }) {
+  takeSsoError();
   const info = await loadProviders();
   const registering = mode === "register";
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
+  const ssoNotice = ssoError ? h("p", { class: "form-error sso-error", role: "alert", text: t(ssoError) }) : null;
   const email = h("input", { type: "email", name: "email", autocomplete: "email", required: true, id: "login-email" });
   const password = h("input", {
     type: "password", name: "password", required: true, minlength: registering ? 8 : null, id: "login-password",
@@ -40,6 +61,8 @@ export async function renderLogin(root, { mode = "signin", onSignedIn, rerender 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
+    ssoError = null;
+    ssoNotice?.remove();
     submit.disabled = true;
     try {
       if (registering) await session.register(email.value.trim(), password.value, invitation.value.trim());
@@ -80,6 +103,6 @@ export async function renderLogin(root, { mode = "signin", onSignedIn, rerender 
       h("div", { class: "brand" }, h("img", { src: document.querySelector("link[rel=icon]").href, alt: "", class: "logo" }),
         h("span", { text: t("appName") })),
       h("h1", { text: registering ? t("registerTitle") : t("signInTitle") }),
-      oidc, form, switchMode)));
+      ssoNotice, oidc, form, switchMode)));
   email.focus();
 }
