@@ -4,7 +4,12 @@ The reply depends on the last user message, so one server can play every scenari
 a message containing `xss` gets an answer full of HTML that must never run, one
 containing `slow` streams for long enough to be stopped, and anything else gets
 a short markdown answer (heading, list, table, code) streamed over about a second,
-so a test can watch it arrive.
+so a test can watch it arrive. A message starting with `echo` is answered with
+itself (each branch of an edited message gets its own answer), and one containing
+`math` with TeX.
+
+It serves a second model, `MODEL_TERSE`, the way an engine serves a LoRA adapter
+(`AdapterHost`), so the model picker has something to filter.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from ziggurat.model.adapters import AdapterInfo, adapter_model_name
 from ziggurat.model.engine import (
     GenerationEnd,
     GenerationEvent,
@@ -22,6 +28,13 @@ from ziggurat.model.engine import (
 )
 
 MODEL = "scripted-web"
+MODEL_TERSE = adapter_model_name(MODEL, "terse")
+
+MATH_REPLY = (
+    "Energy: $E=mc^2$ and a sum:\n\n$$\\sum_{i=1}^{n} i = \\frac{n(n+1)}{2}$$\n\n"
+    "A trap: $\\href{javascript:window.__pwned=5}{click}$ and "
+    "$\\htmlClass{x}{y}$ done. Price: $5 and $10. END-OF-MATH"
+)
 
 XSS_REPLY = (
     'Here is a picture <img src=x onerror="window.__pwned = 1; alert(1)"> and a script '
@@ -65,6 +78,21 @@ class WebScriptedEngine:
     def info(self) -> ModelInfo:
         return self._info
 
+    def served_models(self) -> list[ModelInfo]:
+        terse = ModelInfo(
+            name=MODEL_TERSE, engine="scripted", description="The script again", base_model=MODEL
+        )
+        return [self._info, terse]
+
+    def adapters(self) -> list[AdapterInfo]:
+        return [AdapterInfo(name="terse", model=MODEL_TERSE, path="(scripted)")]
+
+    async def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        raise NotImplementedError("the scripted engine's adapters are fixed")
+
+    async def unload_adapter(self, name: str) -> None:
+        raise NotImplementedError("the scripted engine's adapters are fixed")
+
     @property
     def capacity(self) -> int:
         return 8
@@ -81,6 +109,10 @@ class WebScriptedEngine:
 
     def reply_for(self, prompt: str) -> tuple[str, float]:
         lowered = prompt.lower()
+        if lowered.startswith("echo"):
+            return f"You said: {prompt}", 0.005
+        if "math" in lowered:
+            return MATH_REPLY, 0.005
         if "xss" in lowered:
             return XSS_REPLY, 0.005
         if "resume" in lowered:
