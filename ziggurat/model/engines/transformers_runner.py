@@ -22,8 +22,13 @@ embeddings of any HF rope type incl. llama3 scaling, since the model's own
 the checkpoint has them). `refusal` names why any other model falls back to the
 HF-forward path. Prefill is eager and batched over several sequences' chunks.
 
-All matrix products with weights go through `project`, so per-row LoRA deltas
-can be added in one place.
+Per layer, the fused path (`transformers_runner_layers`: q/k/v and gate/up
+weights concatenated at load, the layer's math as two pure functions of
+tensors, `torch.compile`d on CUDA and captured inside our graphs) runs whenever
+no module of the model has forward hooks. While LoRA adapters are loaded
+(`transformers_lora` hooks the modules), every step takes the module path
+instead: each weight through its own module so the hooks add their deltas, and
+no CUDA graph (a graph would replay the deltas of its capture).
 """
 
 from __future__ import annotations
@@ -33,10 +38,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from torch.nn import functional
 
 from ziggurat.model.engines.transformers_kv import SlotKVCache
+from ziggurat.model.engines.transformers_runner_layers import (
+    LayerModules,
+    MaybeCompiled,
+    attention_inputs,
+    attention_output_and_mlp,
+    norm,
+    prepare_layer,
+    project,
+    project_all,
+    rotate,
+)
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -61,12 +76,6 @@ def refusal(model: Any, max_len: int) -> str | None:
     if inner is None or not all(hasattr(inner, name) for name in needed) or not hasattr(model, "lm_head"):
         return "the model does not have the Llama module layout"
     return None
-
-
-def project(linear: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Every weight matrix of the runner is applied here (the hook point for batched LoRA deltas)."""
-    result: torch.Tensor = linear(hidden)
-    return result
 
 
 def length_bucket(length: int, max_len: int) -> int:
@@ -96,7 +105,9 @@ class PrefillChunk:
 class LlamaRunner:
     """Prefill chunks and decode steps of a Llama-family model over a `SlotKVCache`."""
 
-    def __init__(self, model: Any, cache: SlotKVCache, *, use_graphs: bool) -> None:
+    def __init__(
+        self, model: Any, cache: SlotKVCache, *, use_graphs: bool, compile_layers: bool = True
+    ) -> None:
         config = model.config
         self._model = model
         self._inner = model.model
@@ -108,6 +119,13 @@ class LlamaRunner:
         self._use_graphs = use_graphs and self._device.type == "cuda"
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool: Any = None
+        self._layers: list[LayerModules] = [prepare_layer(layer) for layer in self._inner.layers]
+        self._is_fused = all(layer.weights is not None for layer in self._layers)
+        # Compiled only where decode steps are graph-captured: compiling pays off over many
+        # replays, and on CPU it would need a C compiler for no gain in the tests.
+        compile_enabled = compile_layers and self._use_graphs and self._is_fused
+        self._attention_inputs = MaybeCompiled(attention_inputs, enabled=compile_enabled)
+        self._attention_output_and_mlp = MaybeCompiled(attention_output_and_mlp, enabled=compile_enabled)
         slots = cache.slots
         self._tokens = torch.zeros(batch_bucket(slots), dtype=torch.long, device=self._device)
         self._positions = torch.full_like(self._tokens, cache.scratch)
@@ -120,6 +138,15 @@ class LlamaRunner:
     @property
     def graph_count(self) -> int:
         return len(self._graphs)
+
+    @property
+    def is_compiled(self) -> bool:
+        return self._attention_inputs.is_compiled
+
+    def _is_hooked(self) -> bool:
+        """Whether some layer's modules have hooks (LoRA adapters loaded): steps then run eagerly,
+        module by module, so each hook adds its current delta."""
+        return any(layer.is_hooked for layer in self._layers)
 
     def decode(self, slots: Sequence[int], positions: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
         """One decode step: `tokens[i]` at `positions[i]` of `slots[i]`; next-token logits `(rows, vocab)`.
@@ -135,34 +162,40 @@ class LlamaRunner:
             token_row[slot], position_row[slot] = token, position
         self._tokens[:rows].copy_(torch.tensor(token_row), non_blocking=True)
         self._positions[:rows].copy_(torch.tensor(position_row), non_blocking=True)
-        logits = self._run_decode(rows, length)
+        if self._is_hooked():
+            logits = self._decode_forward(rows, length, fused=False)
+        else:
+            logits = self._run_decode(rows, length)
+        if len(slots) == rows and all(slot == row for row, slot in enumerate(slots)):
+            return logits
         index = torch.tensor(list(slots), device=self._device)
         return logits.index_select(0, index)
 
     def _run_decode(self, rows: int, length: int) -> torch.Tensor:
+        fused = self._is_fused
         if not self._use_graphs:
-            return self._decode_forward(rows, length)
+            return self._decode_forward(rows, length, fused=fused)
         captured = self._graphs.get((rows, length))
         if captured is not None:
             graph, output = captured
             graph.replay()
             return output
         # The first step of a shape runs eagerly (its writes are the real ones) and doubles as
-        # the warm-up the capture needs; the capture itself executes nothing.
+        # the warm-up (and the compilation) the capture needs; the capture itself executes nothing.
         stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(stream):
-            eager = self._decode_forward(rows, length)
+            eager = self._decode_forward(rows, length, fused=fused)
         torch.cuda.current_stream(self._device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            output = self._decode_forward(rows, length)
+            output = self._decode_forward(rows, length, fused=fused)
         self._graphs[(rows, length)] = (graph, output)
         return eager
 
-    def _decode_forward(self, rows: int, length: int) -> torch.Tensor:
+    def _decode_forward(self, rows: int, length: int, *, fused: bool) -> torch.Tensor:
         tokens = self._tokens[:rows]
         positions = self._positions[:rows]
         hidden = self._inner.embed_tokens(tokens).unsqueeze(1)
@@ -170,24 +203,23 @@ class LlamaRunner:
         keys_index = torch.arange(length, device=self._device)
         mask = (keys_index.unsqueeze(0) <= positions.unsqueeze(1)).view(rows, 1, 1, length)
         write_rows = self._rows[:rows]
-        for index, layer in enumerate(self._inner.layers):
+        for index, layer in enumerate(self._layers):
 
             def attend(
-                queries: torch.Tensor,
-                keys: torch.Tensor,
-                values: torch.Tensor,
-                index: int = index,
-                layer: Any = layer,
+                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
             ) -> torch.Tensor:
                 key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
                 key_cache[write_rows, :, positions] = keys[:, :, 0, :]
                 value_cache[write_rows, :, positions] = values[:, :, 0, :]
                 return self._attention(
-                    queries, key_cache[:rows, :, :length], value_cache[:rows, :, :length], mask, layer
+                    queries, key_cache[:rows, :, :length], value_cache[:rows, :, :length], mask
                 )
 
-            hidden = self._layer(layer, hidden, cos, sin, attend)
-        hidden = _norm(self._inner.norm, hidden[:, -1, :])
+            if fused:
+                hidden = self._fused_layer(layer, hidden, cos, sin, attend)
+            else:
+                hidden = self._module_layer(layer, hidden, cos, sin, attend)
+        hidden = norm(self._inner.norm, hidden[:, -1, :])
         logits: torch.Tensor = project(self._model.lm_head, hidden).float()
         return logits
 
@@ -212,58 +244,95 @@ class LlamaRunner:
         mask = (keys_index.view(1, 1, length) <= positions.unsqueeze(2)).unsqueeze(1)
         hidden = self._inner.embed_tokens(tokens)
         cos, sin = self._inner.rotary_emb(hidden, positions)
-        for index, layer in enumerate(self._inner.layers):
+        fused = self._is_fused and not self._is_hooked()
+        for index, layer in enumerate(self._layers):
 
             def attend(
-                queries: torch.Tensor,
-                keys: torch.Tensor,
-                values: torch.Tensor,
-                index: int = index,
-                layer: Any = layer,
+                queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
             ) -> torch.Tensor:
                 key_cache, value_cache = self._cache.keys(index), self._cache.values(index)
                 key_cache[write_slots, :, write_positions] = keys.transpose(1, 2)[is_real]
                 value_cache[write_slots, :, write_positions] = values.transpose(1, 2)[is_real]
                 return self._attention(
-                    queries, key_cache[slots, :, :length], value_cache[slots, :, :length], mask, layer
+                    queries, key_cache[slots, :, :length], value_cache[slots, :, :length], mask
                 )
 
-            hidden = self._layer(layer, hidden, cos, sin, attend)
+            if fused:
+                # Prefill is compute-bound and its shapes vary: the plain (uncompiled) functions.
+                hidden = self._fused_layer(layer, hidden, cos, sin, attend, compiled=False)
+            else:
+                hidden = self._module_layer(layer, hidden, cos, sin, attend)
         wanted = [row for row, chunk in enumerate(chunks) if chunk.wants_logits]
         last = [len(chunks[row].tokens) - 1 for row in wanted]
         picked = hidden[
             torch.tensor(wanted, dtype=torch.long, device=device),
             torch.tensor(last, dtype=torch.long, device=device),
         ]
-        logits: torch.Tensor = project(self._model.lm_head, _norm(self._inner.norm, picked)).float()
+        logits: torch.Tensor = project(self._model.lm_head, norm(self._inner.norm, picked)).float()
         return logits
 
-    def _layer(
-        self, layer: Any, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any
+    def _fused_layer(
+        self,
+        layer: LayerModules,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attend: Any,
+        *,
+        compiled: bool = True,
+    ) -> torch.Tensor:
+        weights = layer.weights
+        assert weights is not None  # only called when every layer is fused
+        first = self._attention_inputs if compiled else attention_inputs
+        second = self._attention_output_and_mlp if compiled else attention_output_and_mlp
+        queries, keys, values = first(
+            hidden,
+            weights.input_norm,
+            weights.input_eps,
+            weights.qkv,
+            weights.qkv_bias,
+            cos,
+            sin,
+            self.heads,
+            self.kv_heads,
+        )
+        attended = attend(queries, keys, values)
+        result: torch.Tensor = second(
+            hidden,
+            attended,
+            weights.output,
+            weights.output_bias,
+            weights.post_norm,
+            weights.post_eps,
+            weights.gate_up,
+            weights.gate_up_bias,
+            weights.down,
+            weights.down_bias,
+        )
+        return result
+
+    def _module_layer(
+        self, layer: LayerModules, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any
     ) -> Any:
-        attention = layer.self_attn
+        """The layer through the model's own modules, so that their hooks (LoRA deltas) run."""
+        modules = layer.layer
+        attention, mlp = modules.self_attn, modules.mlp
         batch, width, _ = hidden.shape
-        normed = _norm(layer.input_layernorm, hidden)
-        queries = (
-            project(attention.q_proj, normed).view(batch, width, self.heads, self.head_dim).transpose(1, 2)
-        )
-        keys = (
-            project(attention.k_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
-        )
-        values = (
-            project(attention.v_proj, normed).view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
-        )
-        queries, keys = _rotate(queries, keys, cos, sin)
+        normed = norm(modules.input_layernorm, hidden)
+        queries, keys, values = project_all(layer.qkv, normed)
+        queries = queries.view(batch, width, self.heads, self.head_dim).transpose(1, 2)
+        keys = keys.view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        values = values.view(batch, width, self.kv_heads, self.head_dim).transpose(1, 2)
+        queries, keys = rotate(queries, keys, cos, sin)
         attended = attend(queries, keys, values)
         attended = attended.transpose(1, 2).reshape(batch, width, self.heads * self.head_dim)
         hidden = hidden + project(attention.o_proj, attended)
-        normed = _norm(layer.post_attention_layernorm, hidden)
-        mlp = layer.mlp
-        gated = mlp.act_fn(project(mlp.gate_proj, normed)) * project(mlp.up_proj, normed)
-        return hidden + project(mlp.down_proj, gated)
+        normed = norm(modules.post_attention_layernorm, hidden)
+        gate, up = project_all(layer.gate_up, normed)
+        return hidden + project(mlp.down_proj, mlp.act_fn(gate) * up)
 
     def _attention(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, layer: Any
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Grouped-query attention without repeating keys: each KV head's query heads are folded
         into the query length, so SDPA sees `kv_heads` heads and any backend can run it."""
@@ -272,27 +341,10 @@ class LlamaRunner:
         folded = queries.reshape(batch, self.kv_heads, groups * width, self.head_dim)
         folded_mask = mask if width == 1 else mask.repeat(1, 1, groups, 1)
         attended = functional.scaled_dot_product_attention(
-            folded, keys, values, attn_mask=folded_mask, scale=layer.self_attn.scaling
+            folded, keys, values, attn_mask=folded_mask, scale=self._scaling
         )
         return attended.reshape(batch, self.heads, width, self.head_dim)
 
-
-def _norm(module: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """RMSNorm as one fused kernel where the module is a plain RMSNorm (the HF module takes ~6)."""
-    epsilon = getattr(module, "variance_epsilon", None)
-    if epsilon is None:
-        result: torch.Tensor = module(hidden)
-        return result
-    return functional.rms_norm(hidden, (hidden.shape[-1],), module.weight, epsilon)
-
-
-def _rotate(
-    queries: torch.Tensor, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return queries * cos + _rotate_half(queries) * sin, keys * cos + _rotate_half(keys) * sin
-
-
-def _rotate_half(tensor: torch.Tensor) -> torch.Tensor:
-    half = tensor.shape[-1] // 2
-    return torch.cat((-tensor[..., half:], tensor[..., :half]), dim=-1)
+    @property
+    def _scaling(self) -> float:
+        return float(self._layers[0].layer.self_attn.scaling)
