@@ -154,3 +154,24 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+def sign_in_in_browser(page: Page, email: str) -> None:
+    page.goto("/login")
+    page.locator("#login-email").fill(email)
+    page.locator("#login-password").fill(PASSWORD)
+    page.locator(".login-form button[type=submit]").click()
+    page.locator(".composer-input").wait_for()
+
+
+def register_by_api(server: WebServer, email: str, role: str | None = None) -> str:
+    """A new account's id; `role` (which must exist) is given by the admin."""
+    with server.api() as client:
+        registered = client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+        assert registered.status_code == 201, registered.text
+        user_id: str = registered.json()["user"]["id"]
+    if role is not None:
+        with server.api(server.admin_token) as admin:
+            moved = admin.patch(f"/api/admin/users/{user_id}", json={"role": role})
+            assert moved.status_code == 200, moved.text
+    return user_id

@@ -71,6 +71,7 @@ async function usage(body) {
   const results = h("div");
   async function load() {
     const report = await api.get(`/api/admin/usage${api.query({ by: by.value, since: since.value, until: until.value })}`);
+    const emails = report.by === "user" ? await emailsOf(report.data.map((row) => row.user_id)) : new Map();
     const totals = report.data.reduce((sum, row) => ({
       requests: sum.requests + row.requests, tokens: sum.tokens + row.total_tokens,
     }), { requests: 0, tokens: 0 });
@@ -80,7 +81,7 @@ async function usage(body) {
         h("div", { class: "stat" }, h("span", { text: t("total") }), h("strong", { text: totals.tokens.toLocaleString() }))),
       table([t("day"), report.by === "user" ? t("user") : t("model"), t("requests"), t("promptTokens"),
         t("completionTokens"), t("total")], report.data.map((row) => [
-        row.day, (report.by === "user" ? row.user_id : row.model) || "—", row.requests,
+        row.day, (report.by === "user" ? emails.get(row.user_id) || row.user_id : row.model) || "—", row.requests,
         row.prompt_tokens, row.completion_tokens, row.total_tokens,
       ])));
   }
@@ -88,6 +89,16 @@ async function usage(body) {
   [by, since, until].forEach((control) => control.addEventListener("change", run));
   body.append(h("div", { class: "toolbar" }, by, since, until), results);
   await load();
+}
+
+const knownEmails = new Map();
+
+/** Usage rows name users by id; people read emails. Unknown ids (deleted users) stay ids. */
+async function emailsOf(ids) {
+  const missing = [...new Set(ids.filter((id) => id && !knownEmails.has(id)))];
+  await Promise.all(missing.map((id) => api.get(`/api/admin/users/${encodeURIComponent(id)}`)
+    .then((user) => knownEmails.set(id, user.email), () => knownEmails.set(id, null))));
+  return knownEmails;
 }
 
 async function models(body) {
