@@ -140,8 +140,11 @@ export function createChat({ shell, sidebar, models }) {
       return;
     }
     const path = `/api/conversations/${conversationId}/messages`;
-    await stream(conversationId, () => api.raw("POST", path, { body: { content: text }, signal: turn.controller.signal }),
+    const started = await stream(conversationId,
+      () => api.raw("POST", path, { body: { content: text }, signal: turn.controller.signal }),
       { role: "user", content: text });
+    // Refused before it began (a 429, a validation error): give the text back rather than lose it.
+    if (!started && !input.value) { input.value = text; autosize(); }
     sidebar.refresh();
     setTimeout(() => sidebar.refresh(), 2500); // the title is written in the background
   }
@@ -175,14 +178,14 @@ export function createChat({ shell, sidebar, models }) {
     }
   }
 
-  /** Streams one turn into new views; `userMessage` is null for a regeneration. */
+  /** Streams one turn into new views; `userMessage` is null for a regeneration. True once it started. */
   async function stream(conversationId, start, userMessage) {
     turn = { conversationId, replyId: null, controller: new AbortController() };
     setBusy(true);
     const userView = userMessage ? addView({ ...userMessage, status: "complete" }) : null;
     const reply = addView({ role: "assistant", content: "", status: "pending" });
     toBottom();
-    await follow(reply, start, userView);
+    return follow(reply, start, userView);
   }
 
   function resume(message) {
@@ -196,9 +199,11 @@ export function createChat({ shell, sidebar, models }) {
   async function follow(reply, start, userView) {
     const current = turn;
     let lostBeforeStart = false;
+    let started = false;
     try {
       await runTurn(start, {
         onStart(data) {
+          started = true;
           current.replyId = data.assistant_message_id;
           userView?.setMessage(data.user_message);
           reply.element.dataset.messageId = data.assistant_message_id;
@@ -227,12 +232,17 @@ export function createChat({ shell, sidebar, models }) {
       if (turn === current) {
         turn = null;
         setBusy(false);
-        if (conversation?.id === current.conversationId) await reload({ follow: lostBeforeStart });
+        if (conversation?.id === current.conversationId) {
+          if (await reload({ follow: lostBeforeStart })) started = true;
+        }
       }
     }
+    return started;
   }
 
+  /** Reads the conversation again; with `follow`, resumes a reply that is new since the last read. */
   async function reload({ follow: followStreaming = false } = {}) {
+    const known = new Set((conversation?.messages || []).map((message) => message.id));
     try {
       const fresh = await api.get(`/api/conversations/${conversation.id}`);
       const stick = nearBottom();
@@ -241,12 +251,14 @@ export function createChat({ shell, sidebar, models }) {
       if (stick) toBottom();
     } catch {
       // keep what is on screen; the next action reloads
-      return;
+      return false;
     }
-    if (!followStreaming || turn) return;
+    if (!followStreaming || turn) return false;
     const last = conversation.messages.at(-1);
-    if (last?.role !== "assistant") toast(t("networkError"), "error"); // the message never got there
-    else if (["streaming", "pending"].includes(last.status)) resume(last);
+    const arrived = Boolean(last) && !known.has(last.id);
+    if (!arrived) toast(t("networkError"), "error"); // the message never got there
+    else if (last.role === "assistant" && ["streaming", "pending"].includes(last.status)) resume(last);
+    return arrived;
   }
 
   async function stop() {
