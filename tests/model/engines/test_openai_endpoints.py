@@ -87,7 +87,9 @@ async def test_requests_split_by_weight(fakes: tuple[FakeOpenAI, FakeOpenAI]) ->
     finally:
         await engine.aclose()
     assert len(heavy.bodies) + len(light.bodies) == 200
-    assert 2.0 < len(heavy.bodies) / len(light.bodies) < 4.5
+    # 200 draws at 3:1 put ~150 on the heavy server (sd ~6); 1.8..6.0 is 3.5 sd either way,
+    # so an unbiased run fails about once in 2,000 while an unweighted choice (1:1) always fails.
+    assert 1.8 < len(heavy.bodies) / len(light.bodies) < 6.0
 
 
 async def test_a_failing_server_is_retried_elsewhere_then_skipped(
