@@ -1,6 +1,7 @@
 // Markdown to safe DOM. marked turns text into HTML; DOMPurify removes anything that
 // could run (scripts, event handlers, javascript: URLs, styles) before it touches the
-// page; then code blocks get highlighting and a copy button. Model output and user
+// page; then code blocks get highlighting and a copy button, and TeX math becomes
+// MathML (math.js). Model output and user
 // text only ever reach the page through here or as plain text.
 
 import { marked } from "./vendor/marked.esm.js";
@@ -23,19 +24,21 @@ import xml from "./vendor/highlight/languages/xml.min.js";
 import yaml from "./vendor/highlight/languages/yaml.min.js";
 import { h, icon, toast } from "./dom.js";
 import { t } from "./i18n.js";
+import { mathExtension, renderMath } from "./math.js";
 
 const LANGUAGES = { bash, cpp, css, diff, go, java, javascript, json, markdown, python, rust, sql, typescript, xml, yaml };
 for (const [name, grammar] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, grammar);
 hljs.configure({ ignoreUnescapedHTML: true });
 
 marked.use({ gfm: true, breaks: false });
+marked.use(mathExtension);
 
 const PURIFY = {
   USE_PROFILES: { html: true },
   FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed"],
   FORBID_ATTR: ["style", "class", "id"],
   ALLOW_DATA_ATTR: false,
-  ADD_ATTR: ["data-lang"],
+  ADD_ATTR: ["data-lang", "data-math"],
 };
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -50,6 +53,7 @@ export function renderMarkdown(source) {
   const html = marked.parse(source || "", { async: false });
   const fragment = DOMPurify.sanitize(html, { ...PURIFY, RETURN_DOM_FRAGMENT: true });
   fragment.querySelectorAll("pre > code").forEach(decorateCode);
+  renderMath(fragment);
   fragment.querySelectorAll("table").forEach((table) => {
     table.replaceWith(h("div", { class: "table-wrap" }, table.cloneNode(true)));
   });
