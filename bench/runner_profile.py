@@ -16,7 +16,7 @@ its logits from the `module` variant's. Then the top kernels of the compiled ste
 and the host time per row of the decode loop's per-token work (`_accept`: text,
 stop checks, events) at 64 and 256 concurrent requests.
 
-Command: `python bench/runner_profile.py [--models 1b,8b]`.
+Command: `python bench/runner_profile.py [--models 1b,8b] [--no-loop]`.
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def accept_cost(model: Any, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="1b,8b")
+    parser.add_argument("--no-loop", action="store_true", help="skip the decode loop's host-cost runs")
     args = parser.parse_args()
     device = torch.device("cuda")
     print(torch.cuda.get_device_name(device), torch.__version__, flush=True)
@@ -163,7 +164,7 @@ def main() -> None:
                 print(f"[{shape}] {name} set-up + compile + capture: {time.perf_counter() - started:.1f} s")
                 del runner
                 torch.cuda.empty_cache()
-        for count in (64, 256):
+        for count in () if args.no_loop else (64, 256):
             cost = accept_cost(model, count)
             print(f"[{shape}] _accept host cost N={count}: {cost:.1f} us/row", flush=True)
         del model

@@ -46,6 +46,8 @@ from ziggurat.model.engines.transformers_runner_layers import (
     MaybeCompiled,
     attention_inputs,
     attention_output_and_mlp,
+    decode_attention_and_mlp,
+    decode_inputs,
     norm,
     prepare_layer,
     project,
@@ -124,8 +126,8 @@ class LlamaRunner:
         # Compiled only where decode steps are graph-captured: compiling pays off over many
         # replays, and on CPU it would need a C compiler for no gain in the tests.
         compile_enabled = compile_layers and self._use_graphs and self._is_fused
-        self._attention_inputs = MaybeCompiled(attention_inputs, enabled=compile_enabled)
-        self._attention_output_and_mlp = MaybeCompiled(attention_output_and_mlp, enabled=compile_enabled)
+        self._decode_inputs = MaybeCompiled(decode_inputs, enabled=compile_enabled)
+        self._decode_attention_and_mlp = MaybeCompiled(decode_attention_and_mlp, enabled=compile_enabled)
         slots = cache.slots
         self._tokens = torch.zeros(batch_bucket(slots), dtype=torch.long, device=self._device)
         self._positions = torch.full_like(self._tokens, cache.scratch)
@@ -141,7 +143,7 @@ class LlamaRunner:
 
     @property
     def is_compiled(self) -> bool:
-        return self._attention_inputs.is_compiled
+        return self._decode_inputs.is_compiled
 
     def _is_hooked(self) -> bool:
         """Whether some layer's modules have hooks (LoRA adapters loaded): steps then run eagerly,
@@ -204,6 +206,9 @@ class LlamaRunner:
         mask = (keys_index.unsqueeze(0) <= positions.unsqueeze(1)).view(rows, 1, 1, length)
         write_rows = self._rows[:rows]
         for index, layer in enumerate(self._layers):
+            if fused:
+                hidden = self._fused_decode_layer(index, layer, hidden, cos, sin, mask, rows, length)
+                continue
 
             def attend(
                 queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: int = index
@@ -215,10 +220,7 @@ class LlamaRunner:
                     queries, key_cache[:rows, :, :length], value_cache[:rows, :, :length], mask
                 )
 
-            if fused:
-                hidden = self._fused_layer(layer, hidden, cos, sin, attend)
-            else:
-                hidden = self._module_layer(layer, hidden, cos, sin, attend)
+            hidden = self._module_layer(layer, hidden, cos, sin, attend)
         hidden = norm(self._inner.norm, hidden[:, -1, :])
         logits: torch.Tensor = project(self._model.lm_head, hidden).float()
         return logits
@@ -258,8 +260,7 @@ class LlamaRunner:
                 )
 
             if fused:
-                # Prefill is compute-bound and its shapes vary: the plain (uncompiled) functions.
-                hidden = self._fused_layer(layer, hidden, cos, sin, attend, compiled=False)
+                hidden = self._fused_layer(layer, hidden, cos, sin, attend)
             else:
                 hidden = self._module_layer(layer, hidden, cos, sin, attend)
         wanted = [row for row, chunk in enumerate(chunks) if chunk.wants_logits]
@@ -271,21 +272,21 @@ class LlamaRunner:
         logits: torch.Tensor = project(self._model.lm_head, norm(self._inner.norm, picked)).float()
         return logits
 
-    def _fused_layer(
+    def _fused_decode_layer(
         self,
+        index: int,
         layer: LayerModules,
         hidden: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        attend: Any,
-        *,
-        compiled: bool = True,
+        mask: torch.Tensor,
+        rows: int,
+        length: int,
     ) -> torch.Tensor:
+        """One layer of a decode step on the fused path: two (compiled) halves around one cache write."""
         weights = layer.weights
         assert weights is not None  # only called when every layer is fused
-        first = self._attention_inputs if compiled else attention_inputs
-        second = self._attention_output_and_mlp if compiled else attention_output_and_mlp
-        queries, keys, values = first(
+        queries, packed = self._decode_inputs(
             hidden,
             weights.input_norm,
             weights.input_eps,
@@ -296,10 +297,15 @@ class LlamaRunner:
             self.heads,
             self.kv_heads,
         )
-        attended = attend(queries, keys, values)
-        result: torch.Tensor = second(
+        layer_cache = self._cache.data[index]
+        layer_cache[:, self._rows[:rows], :, self._positions[:rows]] = packed
+        result: torch.Tensor = self._decode_attention_and_mlp(
             hidden,
-            attended,
+            queries,
+            layer_cache[0, :rows, :, :length],
+            layer_cache[1, :rows, :, :length],
+            mask,
+            self._scaling,
             weights.output,
             weights.output_bias,
             weights.post_norm,
@@ -310,6 +316,37 @@ class LlamaRunner:
             weights.down_bias,
         )
         return result
+
+    def _fused_layer(
+        self, layer: LayerModules, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any
+    ) -> torch.Tensor:
+        """One layer of a prefill chunk on the fused path (plain functions: prefill is compute-bound
+        and its shapes vary too much to compile)."""
+        weights = layer.weights
+        assert weights is not None  # only called when every layer is fused
+        queries, keys, values = attention_inputs(
+            hidden,
+            weights.input_norm,
+            weights.input_eps,
+            weights.qkv,
+            weights.qkv_bias,
+            cos,
+            sin,
+            self.heads,
+            self.kv_heads,
+        )
+        return attention_output_and_mlp(
+            hidden,
+            attend(queries, keys, values),
+            weights.output,
+            weights.output_bias,
+            weights.post_norm,
+            weights.post_eps,
+            weights.gate_up,
+            weights.gate_up_bias,
+            weights.down,
+            weights.down_bias,
+        )
 
     def _module_layer(
         self, layer: LayerModules, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Any

@@ -8,7 +8,7 @@ behind more than one chunk however long the new prompts are. A sequence holds
 its slot from admission (`add`) to removal, so admission is exactly "is a slot
 free" (`room`).
 
-While the batch is decode-light (many prompts waiting, few sequences decoding),
+While the batch is decode-light (several prompts waiting, few sequences decoding),
 a round takes up to `RAMP_FACTOR` chunks, scaled by the waiting share: the few
 decoders lose little by waiting one bigger prefill, and a burst of requests
 reaches a full decode batch in a few rounds instead of one per chunk (256
@@ -77,11 +77,14 @@ class SlotBatcher:
         self._states[sequence] = _SlotState(slot=self._cache.allocate())
 
     def prefill_budget(self) -> int:
-        """Prompt tokens for the next round: `chunk_tokens`, up to `RAMP_FACTOR` times that while
-        prompts waiting outnumber sequences decoding."""
+        """Prompt tokens for the next round: `chunk_tokens`, up to `RAMP_FACTOR` times that for a
+        burst of prompts, scaled by their share of the batch. One prompt alone, however long, is
+        always cut into `chunk_tokens` pieces."""
         prefilling = sum(1 for state in self._states.values() if state.last_token is None)
+        if prefilling < 2:
+            return self._chunk_tokens
         decoding = len(self._states) - prefilling
-        factor = max(1, RAMP_FACTOR * prefilling // max(1, prefilling + decoding))
+        factor = max(1, RAMP_FACTOR * prefilling // (prefilling + decoding))
         return self._chunk_tokens * factor
 
     def prefill_step(self) -> tuple[list[Any], torch.Tensor | None]:
