@@ -140,7 +140,9 @@ class MemoryStreams:
             timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
             changed = stream.changed
             try:
-                await asyncio.wait_for(changed.wait(), timeout)
+                # Not `wait_for`: on Python 3.11 it wraps the wait in a new task, for every wake-up.
+                async with asyncio.timeout(timeout):
+                    await changed.wait()
             except TimeoutError:
                 yield StreamEntry(f"0-{next_seq}", timeout_end(STALLED if has_seen_event else NO_FIRST_EVENT))
                 return

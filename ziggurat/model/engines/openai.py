@@ -57,6 +57,7 @@ from ziggurat.model.engines.openai_wire import (
     loads_or_none,
     to_chat_completion_request,
 )
+from ziggurat.model.engines.read_deadline import ReadDeadline
 
 log = logging.getLogger(__name__)
 
@@ -315,13 +316,14 @@ class OpenAIEngine:
         wait_until = first_token_at
         decoder = SseDecoder()
         is_reusable = False
+        guard = ReadDeadline()
         try:
-            # The timer runs only while reading, never while the consumer holds a text (at `yield`).
-            async with asyncio.timeout(None) as timer:
+            # The deadline holds only while reading, never while the consumer holds a text (at `yield`).
+            with guard.reading():
                 while not state.is_done:
-                    timer.reschedule(wait_until)
+                    guard.set(wait_until)
                     data = await response.content.readany()
-                    timer.reschedule(None)
+                    guard.done()
                     # At the end of the body, a newline flushes a last line that lacked one.
                     for payload in decoder.feed(data or b"\n"):
                         text = apply_payload(state, payload, endpoint.api_key)
