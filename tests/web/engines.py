@@ -116,7 +116,7 @@ class WebScriptedEngine:
         if "xss" in lowered:
             return XSS_REPLY, 0.005
         if "resume" in lowered:
-            return RESUME_REPLY, 0.04
+            return RESUME_REPLY, 0.025
         if "slow" in lowered:
             return " ".join(f"word{i}" for i in range(400)), self.slow_inter_token_s
         return MARKDOWN_REPLY, self.inter_token_s

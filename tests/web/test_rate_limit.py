@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the fixtures fail or skip with the reason
+    expect = None  # type: ignore[assignment]
+
 from tests.web.conftest import WebServer, new_page, register_by_api, screenshot, sign_in_in_browser
 
 if TYPE_CHECKING:
@@ -35,7 +40,7 @@ def test_a_429_says_when_to_retry(browser: Browser, web_server: WebServer) -> No
     match = re.fullmatch(r"Too many requests\. Try again in (\d+) s\.", toast.inner_text())
     assert match, f"the message does not say when to retry: {toast.inner_text()!r}"
     assert 1 <= int(match.group(1)) <= 60
-    assert page.locator(".composer-input").input_value() == "echo twice"  # nothing typed is lost
-    assert page.get_by_role("button", name="Send").is_visible()
+    expect(page.locator(".composer-input")).to_have_value("echo twice")  # nothing typed is lost
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
     screenshot(page, "desktop-rate-limited")
     context.close()

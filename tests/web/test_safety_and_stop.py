@@ -91,7 +91,7 @@ def test_offline_shows_a_banner_and_the_reply_completes(browser: Browser, web_se
     # turn survives; the resume path itself (GET /api/messages/{id}/stream) is not forced here.
     context.set_offline(True)
     page.locator(".banner").wait_for()
-    page.wait_for_timeout(1000)  # the reply goes on being generated on the server meanwhile
+    page.wait_for_timeout(400)  # the reply goes on being generated on the server meanwhile
     context.set_offline(False)
 
     page.locator(".message.assistant[data-status=complete]").wait_for()
