@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from sqlalchemy import event
 
 from tests.application.conftest import MODEL, register
 from ziggurat.application.auth.principal import Principal, UserId
@@ -55,3 +58,23 @@ async def test_resolve_hides_what_the_principal_may_not_use(application: Applica
     assert [model.info.name for model in await application.catalog.list_models(user)] == [MODEL]
     with pytest.raises(Forbidden):
         await application.catalog.list_entries(user)
+
+
+async def test_requests_that_find_the_rules_stale_together_share_one_read(application: Application) -> None:
+    user = await register(application, "u@example.com")
+    catalog = application.catalog
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM model_registry" in statement:
+            statements.append(statement)
+
+    sync_engine = application.database.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        catalog._invalidate()  # stale now, as at the end of the TTL
+        resolved = await asyncio.gather(*(catalog.resolve(user, None) for _ in range(50)))
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", count)
+    assert {model.name for model in resolved} == {MODEL}
+    assert len(statements) == 1

@@ -15,6 +15,7 @@ at once, other replicas see them within `ttl_s`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
@@ -79,6 +80,7 @@ class ModelCatalog:
         self._clock = clock
         self._rules: dict[str, RegistryRule] = {}
         self._loaded_at: float | None = None
+        self._loading: asyncio.Future[dict[str, RegistryRule]] | None = None
 
     async def can_use_model(self, principal: Principal, name: str) -> bool:
         return can_use_model(principal, name, (await self._current_rules()).get(name))
@@ -138,7 +140,7 @@ class ModelCatalog:
                 await session.commit()
             except IntegrityError as exc:
                 raise Conflict("The registry already has an entry for this model.", param="name") from exc
-        self._loaded_at = None
+        self._invalidate()
         return self._out(row)
 
     async def update_entry(
@@ -157,7 +159,7 @@ class ModelCatalog:
             row.updated_at = utcnow()
             AuditRepository(session).add(_event(AuditAction.MODEL_UPDATED, principal, row))
             await session.commit()
-        self._loaded_at = None
+        self._invalidate()
         return self._out(row)
 
     async def delete_entry(self, principal: Principal, entry_id: str) -> None:
@@ -169,15 +171,27 @@ class ModelCatalog:
             await session.delete(row)
             AuditRepository(session).add(_event(AuditAction.MODEL_DELETED, principal, row))
             await session.commit()
-        self._loaded_at = None
+        self._invalidate()
 
     async def _current_rules(self) -> dict[str, RegistryRule]:
+        """The registry's rules, read again after `ttl_s`.
+
+        One read serves every request that finds the rules stale at the same moment:
+        without that, a hundred concurrent requests at expiry made a hundred queries.
+        """
         now = self._clock()
         if self._loaded_at is not None and now - self._loaded_at < self._ttl_s:
             return self._rules
+        if self._loading is None:
+            loading = asyncio.ensure_future(self._load(now))
+            self._loading = loading
+            loading.add_done_callback(self._loaded)
+        return await asyncio.shield(self._loading)
+
+    async def _load(self, now: float) -> dict[str, RegistryRule]:
         async with self._database.session() as session:
             rows = await session.scalars(select(ModelEntry))
-            self._rules = {
+            rules = {
                 row.name: RegistryRule(
                     enabled=row.enabled,
                     allowed_roles=frozenset(row.allowed_roles) if row.allowed_roles is not None else None,
@@ -186,8 +200,18 @@ class ModelCatalog:
                 )
                 for row in rows
             }
-        self._loaded_at = now
-        return self._rules
+        if self._loading is not None and self._loading is asyncio.current_task():
+            self._rules, self._loaded_at = rules, now
+        return rules
+
+    def _loaded(self, loading: asyncio.Future[dict[str, RegistryRule]]) -> None:
+        if self._loading is loading:
+            self._loading = None
+
+    def _invalidate(self) -> None:
+        """An admin changed the registry: the next request reads it afresh (not a read begun before)."""
+        self._loaded_at = None
+        self._loading = None
 
     def _out(self, row: ModelEntry) -> ModelEntryOut:
         served = {info.name for info in self._generation.list_models()}
