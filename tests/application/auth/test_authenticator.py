@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from tests.application.conftest import TEST_SECRET_KEY, register
 from ziggurat.application.auth.authenticator import Authenticator
@@ -107,3 +108,32 @@ async def test_cached_key_skips_the_database_until_revoked_here(
     cache.evict_user(owner.user_id)
     with pytest.raises(Unauthenticated):
         await authenticator.authenticate(created.key)
+
+
+async def test_requests_on_one_key_that_miss_the_cache_together_share_one_check(
+    application: Application, database: Database
+) -> None:
+    owner = await register(application, "herd@example.com")
+    key = await application.api_keys.create(owner, ApiKeyCreate(name="k"))
+    authenticator = Authenticator(
+        database=database,
+        access_tokens=AccessTokens(secret_key="k" * 64, algorithm="HS256", ttl_s=60),
+        cache=CredentialCache(ttl_s=60),
+    )
+    lookups: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        principals = await asyncio.gather(*(authenticator.authenticate(key.key) for _ in range(40)))
+        wrong = await asyncio.gather(
+            *(authenticator.authenticate(key.key + "x") for _ in range(5)), return_exceptions=True
+        )
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert {principal.api_key_id for principal in principals} == {key.id}
+    assert len(lookups) == 2  # one for the 40 requests on the real key, one for the 5 on the wrong one
+    assert all(isinstance(result, Unauthenticated) for result in wrong)
