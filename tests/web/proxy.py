@@ -6,6 +6,9 @@ between the browser and the server on its own event loop (in a thread, since the
 tests drive Playwright synchronously). `cut()` resets every connection it carries
 (TCP RST towards the browser, a close towards the server) and, for `down_s`, resets
 new ones as soon as they arrive, so the page's first reconnection attempts fail too.
+`cut_before_answer(marker)` arms a one-shot trap instead: the next request containing
+`marker` reaches the server, and its connection is reset just before the first byte
+of the answer reaches the browser.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -35,6 +38,8 @@ class SeverableProxy:
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=set)
     _down_until: float = 0.0
+    _trap: bytes | None = None
+    trapped: int = 0
 
     @property
     def url(self) -> str:
@@ -44,6 +49,9 @@ class SeverableProxy:
         """Reset every open connection, then refuse new ones for `down_s`; the number cut."""
         future = asyncio.run_coroutine_threadsafe(self._cut(down_s), self._loop)
         return future.result(timeout=5)
+
+    def cut_before_answer(self, marker: bytes) -> None:
+        self._loop.call_soon_threadsafe(setattr, self, "_trap", marker)
 
     async def _cut(self, down_s: float) -> int:
         self._down_until = time.monotonic() + down_s
@@ -68,9 +76,25 @@ class SeverableProxy:
         self.connections += 1
         pair = (client, upstream)
         self._open.add(pair)
+        caught = False
+
+        def to_server(chunk: bytes) -> bool:
+            nonlocal caught
+            if self._trap is not None and self._trap in chunk:
+                self._trap, caught = None, True
+            return True
+
+        def to_browser(chunk: bytes) -> bool:
+            if caught:
+                self.trapped += 1
+                client.transport.abort()
+                upstream.transport.abort()
+                return False
+            return True
+
         pumps = [
-            asyncio.ensure_future(_pump(client_reader, upstream)),
-            asyncio.ensure_future(_pump(upstream_reader, client)),
+            asyncio.ensure_future(_pump(client_reader, upstream, to_server)),
+            asyncio.ensure_future(_pump(upstream_reader, client, to_browser)),
         ]
         try:
             # Either side finishing ends the connection (HTTP/1.1 never half-closes here).
@@ -95,13 +119,14 @@ class SeverableProxy:
             self._loop.run_forever()
         finally:
             server.close()
-            for client, upstream in list(self._open):
-                client.transport.abort()
-                upstream.transport.abort()
+            # Reset what is still open, so each connection's task ends by itself (a cancelled one
+            # would be reported by asyncio's stream server as an error).
+            self._loop.run_until_complete(self._cut(0.0))
             pending = asyncio.all_tasks(self._loop)
-            for task in pending:
+            if pending:
+                self._loop.run_until_complete(asyncio.wait(pending, timeout=2))
+            for task in asyncio.all_tasks(self._loop):
                 task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.run_until_complete(server.wait_closed())
             self._loop.close()
 
@@ -121,8 +146,13 @@ class SeverableProxy:
             thread.join(timeout=10)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, passes: Callable[[bytes], bool]
+) -> None:
+    """Copy until EOF; `passes(chunk)` False stops (it has reset the connection)."""
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while chunk := await reader.read(_CHUNK):
+            if not passes(chunk):
+                return
             writer.write(chunk)
             await writer.drain()

@@ -64,3 +64,28 @@ def test_a_cut_connection_resumes_the_answer_exactly_once(browser: Browser, web_
         assert page.evaluate("window.__banners").count("Connection lost. Reconnecting…") >= 1
         context.close()
     assert web_server.console_errors == []
+
+
+def test_a_reply_cut_before_its_first_event_is_found_and_followed(
+    browser: Browser, web_server: WebServer
+) -> None:
+    upstream = web_server.running.server.config
+    with SeverableProxy(upstream.host, upstream.port).running() as proxy:
+        context, page = new_page(browser, web_server, base_url=proxy.url)
+        register_in_browser(page, "early@example.com")
+        page.evaluate(WATCH_TEXTS)
+        proxy.cut_before_answer(b"/messages HTTP/1.1")
+        page.locator(".composer-input").fill("resume me from nowhere")
+        page.keyboard.press("Enter")
+        page.locator(".message.assistant[data-status=complete]").wait_for()
+        assert proxy.trapped == 1
+        final = page.locator(".message.assistant .markdown").last.inner_text()
+        assert final == RESUME_REPLY
+        wrong = [text for text in page.evaluate("window.__texts") if not RESUME_REPLY.startswith(text)]
+        assert not wrong, f"the reply showed text that is not a prefix of the answer: {wrong[:3]}"
+        conversation_id = page.url.rsplit("/", 1)[-1]
+        context.close()
+    assert web_server.console_errors == []
+    with web_server.api(web_server.sign_in("early@example.com")) as api:
+        messages = api.get(f"/api/conversations/{conversation_id}").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]  # sent once, answered once

@@ -11,6 +11,16 @@ import { messageView } from "./message.js";
 
 const STOP_GRACE_MS = 5000;
 
+/**
+ * A fresh `Idempotency-Key` for one turn. A browser may send a POST again by itself when a reused
+ * connection drops before the answer starts; with the key the server replays the same turn instead
+ * of starting a second one. (getRandomValues, unlike randomUUID, works on plain-http deployments.)
+ */
+function turnKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return { "Idempotency-Key": Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") };
+}
+
 export function createChat({ shell, sidebar, models }) {
   let conversation = null; // ConversationDetail, or null for a new chat
   let views = [];
@@ -141,7 +151,7 @@ export function createChat({ shell, sidebar, models }) {
     }
     const path = `/api/conversations/${conversationId}/messages`;
     const started = await stream(conversationId,
-      () => api.raw("POST", path, { body: { content: text }, signal: turn.controller.signal }),
+      () => api.raw("POST", path, { body: { content: text }, headers: turnKey(), signal: turn.controller.signal }),
       { role: "user", content: text });
     // Refused before it began (a 429, a validation error): give the text back rather than lose it.
     if (!started && !input.value) { input.value = text; autosize(); }
@@ -152,7 +162,8 @@ export function createChat({ shell, sidebar, models }) {
   async function edit(message, text) {
     truncateFrom(message);
     const path = `/api/conversations/${conversation.id}/messages/${message.id}/edit`;
-    await stream(conversation.id, () => api.raw("POST", path, { body: { content: text }, signal: turn.controller.signal }),
+    await stream(conversation.id,
+      () => api.raw("POST", path, { body: { content: text }, headers: turnKey(), signal: turn.controller.signal }),
       { role: "user", content: text });
   }
 
@@ -160,7 +171,8 @@ export function createChat({ shell, sidebar, models }) {
     if (turn) return;
     truncateFrom(message);
     const path = `/api/conversations/${conversation.id}/messages/${message.id}/regenerate`;
-    await stream(conversation.id, () => api.raw("POST", path, { body: {}, signal: turn.controller.signal }), null);
+    await stream(conversation.id,
+      () => api.raw("POST", path, { body: {}, headers: turnKey(), signal: turn.controller.signal }), null);
   }
 
   function truncateFrom(message) {
@@ -198,8 +210,12 @@ export function createChat({ shell, sidebar, models }) {
 
   async function follow(reply, start, userView) {
     const current = turn;
-    let lostBeforeStart = false;
     let started = false;
+    // A turn that fails before its first event may have reached the server all the same: the
+    // connection dropped before the answer, or the browser sent the POST again by itself and the
+    // server, seeing the same Idempotency-Key, says the reply is still being written (409). The
+    // reload below finds such a reply and follows it; only when there is none is the error shown.
+    let failure = null;
     try {
       await runTurn(start, {
         onStart(data) {
@@ -220,28 +236,32 @@ export function createChat({ shell, sidebar, models }) {
         onReconnected() { shell.setBanner(null); reply.setContent(reply.content()); },
       }, current.controller.signal, current.replyId);
     } catch (error) {
-      // Cut before the first event: the server may have started the reply all the same, and we
-      // never learnt its id. The reload below finds it, and follows it if it is still being written.
-      lostBeforeStart = error.isNetwork && !current.replyId;
-      if (error.name !== "AbortError" && !lostBeforeStart) {
-        reply.setStatus("error", error.userMessage || error.message);
-        toast(error.userMessage || error.message, "error");
+      if (error.name !== "AbortError") {
+        const text = error.userMessage || error.message;
+        reply.setStatus("error", text); // until the reload replaces it
+        if (current.replyId) toast(text, "error");
+        else failure = text;
       }
     } finally {
       shell.setBanner(null);
       if (turn === current) {
         turn = null;
         setBusy(false);
-        if (conversation?.id === current.conversationId) {
-          if (await reload({ follow: lostBeforeStart })) started = true;
-        }
+        const onScreen = conversation?.id === current.conversationId;
+        if (onScreen && (await reload({ follow: failure !== null }))) started = true;
+        else if (failure !== null) toast(failure, "error");
+      } else if (failure !== null) {
+        toast(failure, "error");
       }
     }
     return started;
   }
 
-  /** Reads the conversation again; with `follow`, resumes a reply that is new since the last read. */
-  async function reload({ follow: followStreaming = false } = {}) {
+  /**
+   * Reads the conversation again. With `follow`, a reply that is new since the last read and still
+   * being written is followed; returns whether anything new had arrived.
+   */
+  async function reload({ follow: followNew = false } = {}) {
     const known = new Set((conversation?.messages || []).map((message) => message.id));
     try {
       const fresh = await api.get(`/api/conversations/${conversation.id}`);
@@ -250,14 +270,12 @@ export function createChat({ shell, sidebar, models }) {
       renderAll();
       if (stick) toBottom();
     } catch {
-      // keep what is on screen; the next action reloads
-      return false;
+      return false; // keep what is on screen; the next action reloads
     }
-    if (!followStreaming || turn) return false;
+    if (!followNew || turn) return false;
     const last = conversation.messages.at(-1);
     const arrived = Boolean(last) && !known.has(last.id);
-    if (!arrived) toast(t("networkError"), "error"); // the message never got there
-    else if (last.role === "assistant" && ["streaming", "pending"].includes(last.status)) resume(last);
+    if (arrived && last.role === "assistant" && ["streaming", "pending"].includes(last.status)) resume(last);
     return arrived;
   }
 
