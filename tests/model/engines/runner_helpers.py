@@ -20,7 +20,8 @@ from ziggurat.model.engines.transformers_text import OutputText
 
 
 def load_tiny(path: Path) -> Any:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval()
 
 
 def plan(
