@@ -26,11 +26,9 @@ exactly: unloading waits until no sequence uses the adapter (`transformers_adapt
 
 Not supported (refused with a clear error): DoRA, bias training,
 `modules_to_save`, non-Linear targets, Conv1D layouts (`fan_in_fan_out`).
-Known gap: a CUDA graph captured by the lean runner replays whatever the hooks
-did at capture time, so on a GPU with `engine.cuda_graphs` on, adapter rows in
-graph-replayed decode steps get no delta; serve adapters on GPU with
-`ZIGGURAT_ENGINE__CUDA_GRAPHS=false` until the runner replays eagerly while
-any adapter is selected.
+CUDA graphs: a graph replays whatever the hooks did when it was captured, so
+while any adapter is loaded the lean runner steps eagerly through the modules
+(see `transformers_runner`); base-only serving keeps its graphs.
 """
 
 from __future__ import annotations
