@@ -14,6 +14,9 @@ has none). In the same run, per model:
   the same requests all submitted at once (1, 64, 256 concurrent);
 - optionally transformers' own continuous batching (`generate_batch`) at 64.
 
+Before timing, `triton_check.check` compares the Triton batch-1 decode kernels (and a whole
+batch-1 step) with the reference path on the GPU and fails the run if they disagree.
+
 Reported: output tokens/s (all requests' tokens over wall time), time to first
 token and inter-token latency (p50 over requests / gaps), and batch-1 decode
 speed as a percentage of the floor (floor time per token / measured p50 ITL).
@@ -43,6 +46,9 @@ import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import triton_check
 
 from ziggurat.model.engine import GenerationEnd, GenerationEvent, TextDelta
 from ziggurat.model.engines.transformers_batching import attention_backends
@@ -318,6 +324,7 @@ def bench_model(shape: str, args: argparse.Namespace, device: torch.device) -> d
         f"floor {floor_ms:.3f} ms/token",
         flush=True,
     )
+    result["triton_check"] = triton_check.check(model, device)
     result["runner_vs_hf_rel_error"] = check_runner(model, device, args.prompt)
     print(
         f"[{shape}] runner vs HF logits, relative error per step: {result['runner_vs_hf_rel_error']}",

@@ -8,7 +8,9 @@ row at position 128, length bucket 256):
   GEMMs, rotary embedding and norms as separate kernels), captured in a CUDA graph:
   what the runner did before fusing;
 - `fused`: q/k/v and gate/up fused into one GEMM each, eager elementwise ops, graph;
-- `compiled`: the fused layer halves through `torch.compile` (inductor), graph.
+- `compiled`: the fused layer halves through `torch.compile` (inductor), graph;
+- `triton`: as `compiled`, but a batch-1 step runs each layer as five Triton launches
+  (`transformers_triton`: norm-prologue GEMVs, rope + cache write + attention in one kernel).
 
 Reported per variant: kernels launched by one eager step (torch.profiler), median
 time of a graph replay (CUDA events, 50 replays), and the relative L2 difference of
@@ -43,7 +45,9 @@ from ziggurat.model.engines.transformers_kv import SlotKVCache
 from ziggurat.model.engines.transformers_runner import LlamaRunner, batch_bucket
 
 
-def make_runner(model: Any, slots: int, max_len: int, *, fused: bool, compiled: bool) -> LlamaRunner:
+def make_runner(
+    model: Any, slots: int, max_len: int, *, fused: bool, compiled: bool, triton: bool = False
+) -> LlamaRunner:
     config = model.config
     cache = SlotKVCache(
         layers=config.num_hidden_layers,
@@ -54,7 +58,7 @@ def make_runner(model: Any, slots: int, max_len: int, *, fused: bool, compiled: 
         dtype=torch.bfloat16,
         device=torch.device("cuda"),
     )
-    runner = LlamaRunner(model, cache, use_graphs=True, compile_layers=compiled)
+    runner = LlamaRunner(model, cache, use_graphs=True, compile_layers=compiled, triton_decode=triton)
     if not fused:  # the `module` variant: what the runner did before fusing
         runner._is_fused = False
         runner._layers = [
@@ -142,16 +146,17 @@ def main() -> None:
         )
         reference: dict[int, torch.Tensor] = {}
         with torch.inference_mode(), attention_backends():
-            for name, fused, compiled in (
-                ("module", False, False),
-                ("fused", True, False),
-                ("compiled", True, True),
+            for name, fused, compiled, triton in (
+                ("module", False, False, False),
+                ("fused", True, False, False),
+                ("compiled", True, True, False),
+                ("triton", True, True, True),
             ):
                 started = time.perf_counter()
-                runner = make_runner(model, 64, 320, fused=fused, compiled=compiled)
+                runner = make_runner(model, 64, 320, fused=fused, compiled=compiled, triton=triton)
                 for rows in (1, 64):
                     milliseconds, logits = time_replays(runner, rows)
-                    kernels = count_kernels(runner, rows, top=15 if compiled and rows == 1 else 0)
+                    kernels = count_kernels(runner, rows, top=15 if triton and rows == 1 else 0)
                     if name == "module":
                         reference[rows] = logits
                     error = float((logits - reference[rows]).norm() / reference[rows].norm())

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from ziggurat.model.engines import transformers_triton
 from ziggurat.model.engines.transformers_kv import SlotKVCache
 from ziggurat.model.engines.transformers_runner_layers import (
     LayerModules,
@@ -108,7 +109,13 @@ class LlamaRunner:
     """Prefill chunks and decode steps of a Llama-family model over a `SlotKVCache`."""
 
     def __init__(
-        self, model: Any, cache: SlotKVCache, *, use_graphs: bool, compile_layers: bool = True
+        self,
+        model: Any,
+        cache: SlotKVCache,
+        *,
+        use_graphs: bool,
+        compile_layers: bool = True,
+        triton_decode: bool = True,
     ) -> None:
         config = model.config
         self._model = model
@@ -128,6 +135,12 @@ class LlamaRunner:
         compile_enabled = compile_layers and self._use_graphs and self._is_fused
         self._decode_inputs = MaybeCompiled(decode_inputs, enabled=compile_enabled)
         self._decode_attention_and_mlp = MaybeCompiled(decode_attention_and_mlp, enabled=compile_enabled)
+        # Batch-1 steps as five Triton launches a layer (transformers_triton), where graphs replay them.
+        self.triton_decode = (
+            triton_decode
+            and compile_enabled
+            and transformers_triton.available(self._device, cache.data.dtype)
+        )
         slots = cache.slots
         self._tokens = torch.zeros(batch_bucket(slots), dtype=torch.long, device=self._device)
         self._positions = torch.full_like(self._tokens, cache.scratch)
@@ -198,6 +211,8 @@ class LlamaRunner:
         return eager
 
     def _decode_forward(self, rows: int, length: int, *, fused: bool) -> torch.Tensor:
+        if fused and rows == 1 and self.triton_decode:
+            return self._triton_decode_forward(length)
         tokens = self._tokens[:rows]
         positions = self._positions[:rows]
         hidden = self._inner.embed_tokens(tokens).unsqueeze(1)
@@ -222,6 +237,30 @@ class LlamaRunner:
 
             hidden = self._module_layer(layer, hidden, cos, sin, attend)
         hidden = norm(self._inner.norm, hidden[:, -1, :])
+        logits: torch.Tensor = project(self._model.lm_head, hidden).float()
+        return logits
+
+    def _triton_decode_forward(self, length: int) -> torch.Tensor:
+        """A one-row decode step (slot 0) through the Triton layer: five launches a layer."""
+        tokens, positions = self._tokens[:1], self._positions[:1]
+        hidden = self._inner.embed_tokens(tokens)
+        cos, sin = self._inner.rotary_emb(hidden.unsqueeze(1), positions.unsqueeze(1))
+        cos, sin = cos.reshape(1, -1).contiguous(), sin.reshape(1, -1).contiguous()
+        for index, layer in enumerate(self._layers):
+            assert layer.weights is not None  # only called when every layer is fused
+            hidden = transformers_triton.decode_layer(
+                hidden,
+                layer.weights,
+                cos,
+                sin,
+                positions,
+                self._cache.data[index],
+                length,
+                self._scaling,
+                self.heads,
+                self.kv_heads,
+            )
+        hidden = norm(self._inner.norm, hidden)
         logits: torch.Tensor = project(self._model.lm_head, hidden).float()
         return logits
 
