@@ -6,7 +6,7 @@ attention) against the same math in torch, the norm/SwiGLU/residual GEMVs agains
 a whole decode step of the runner (Triton layers vs the compiled layers) over the same cache.
 Errors are relative to the reference's largest magnitude (max) and in L2; bf16 lands near 1e-2.
 
-Command: `python bench/triton_check.py` (also called from `engine_throughput.py`).
+Command: `python bench/triton_check.py [1b,8b]` (also called from `engine_throughput.py`).
 """
 
 from __future__ import annotations
@@ -143,5 +143,5 @@ def check(model: Any, device: torch.device) -> dict[str, Any]:
 if __name__ == "__main__":
     from engine_throughput import build_model
 
-    for shape in ("1b", "8b"):
+    for shape in (sys.argv[1] if len(sys.argv) > 1 else "1b,8b").split(","):
         check(build_model(shape, torch.device("cuda")), torch.device("cuda"))
