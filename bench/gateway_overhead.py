@@ -102,9 +102,11 @@ async def measure(
 ) -> dict[str, Any]:
     await load(url, headers, concurrency=min(args.concurrency, 20), requests=40)  # warm-up
     before = cpu_seconds(process)
+    times_before = process.cpu_times()
     threads_before = _thread_cpu(process)
     stats = await load(url, headers, concurrency=args.concurrency, requests=args.requests)
     cpu = cpu_seconds(process) - before
+    times = process.cpu_times()
     threads = _thread_cpu(process)
     busy_threads = sorted(
         (round(spent - threads_before.get(thread_id, 0.0), 3) for thread_id, spent in threads.items()),
@@ -113,6 +115,8 @@ async def measure(
     return {
         **stats,
         "cpu_s_by_thread": busy_threads[:4],
+        "cpu_s_user": round(times.user - times_before.user, 3),
+        "cpu_s_system": round(times.system - times_before.system, 3),
         "cpu_s": round(cpu, 3),
         "cpu_us_per_request": round(cpu / args.requests * 1e6, 1),
         "cpu_us_per_token": round(cpu / (args.requests * args.tokens) * 1e6, 2),

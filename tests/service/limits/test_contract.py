@@ -160,3 +160,16 @@ async def test_scopes_are_counted_apart(limiter: RateLimiter, clock: FakeClock) 
     assert not refused.is_admitted and refused.refused == key_rpm
     assert (await acquire(limiter, other_key_rpm, user_rpm)).is_admitted
     assert remaining(await acquire(limiter, user_rpm)) == [2]
+
+
+async def test_staggered_leases_lapse_one_by_one(limiter: RateLimiter, clock: FakeClock) -> None:
+    streams = bucket("concurrent_streams", 3)
+    for ticket in "abc":
+        assert (await acquire(limiter, streams, ticket=ticket)).is_admitted
+        clock.advance(10)
+    assert not (await acquire(limiter, streams, ticket="d")).is_admitted
+    clock.advance(LEASE_S - 25)  # a's lease (taken 30 s ago) ran out 5 s ago; b and c still hold
+    assert remaining(await acquire(limiter, streams, ticket="d")) == [0]
+    assert not (await acquire(limiter, streams, ticket="e")).is_admitted
+    await limiter.settle([streams], ticket="c", token_delta=0, slot="release", lease_s=LEASE_S)
+    assert (await acquire(limiter, streams, ticket="e")).is_admitted

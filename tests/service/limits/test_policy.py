@@ -63,3 +63,13 @@ def test_a_generation_is_charged_its_usage_with_the_prompt_estimate_where_it_is_
     assert charged_tokens(50, prompt=40, completion=10) == 50
     assert charged_tokens(50, prompt=0, completion=10) == 60  # stopped: the engine did not count the prompt
     assert charged_tokens(50, prompt=0, completion=0) == 0  # never ran
+
+
+def test_remembered_periods_follow_the_clock_across_boundaries_and_backwards() -> None:
+    last_second = datetime(2027, 1, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert day_period(last_second) == ("2027-01-31", last_second + 1)
+    assert day_period(last_second + 1)[0] == "2027-02-01"  # the next day, not the remembered one
+    assert month_period(last_second)[0] == "2027-01"
+    assert month_period(last_second + 1)[0] == "2027-02"
+    assert month_period(last_second)[0] == "2027-01"  # a clock set back gets its own month again
+    assert day_period(last_second - 86_400)[0] == "2027-01-30"

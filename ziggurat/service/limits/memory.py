@@ -48,6 +48,8 @@ class MemoryRateLimiter:
         self._arrivals: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
         self._slots: dict[str, dict[str, float]] = {}
+        self._earliest_end: dict[str, float] = {}
+        """Per key, no slot lease ends before this (it may be earlier than the truth, never later)."""
         self._swept_at = 0.0
 
     async def acquire(
@@ -107,7 +109,7 @@ class MemoryRateLimiter:
         if bucket.kind in RATE_KINDS:
             return _rate_check(bucket, self._arrivals.get(bucket.key), cost, now)
         if bucket.kind == "concurrent_streams":
-            held = sum(1 for end in self._slots.get(bucket.key, {}).values() if end > now)
+            held = self._held(bucket.key, now)
             current = BucketState(bucket, max(bucket.limit - held, 0), 0.0)
             if held < bucket.limit:
                 return _Check(current, BucketState(bucket, bucket.limit - held - 1, 0.0))
@@ -126,11 +128,27 @@ class MemoryRateLimiter:
             self._arrivals[bucket.key] = start + cost * WINDOW_S / bucket.limit
         elif bucket.kind == "concurrent_streams":
             self._slots.setdefault(bucket.key, {})[ticket] = now + lease_s
+            self._earliest_end[bucket.key] = min(self._earliest_end.get(bucket.key, math.inf), now + lease_s)
         else:
             counter = self._counters.get(bucket.key)
             used = counter[0] if counter is not None and counter[1] > now else 0
             expires_at = (bucket.period_end_s or now) + QUOTA_GRACE_S
             self._counters[bucket.key] = (used + cost, expires_at)
+
+    def _held(self, key: str, now: float) -> int:
+        """Live slots of `key`: a count, not a scan, until some lease may have run out.
+
+        A busy API key holds hundreds of streams; scanning them on every request made
+        admission quadratic in its concurrency.
+        """
+        slots = self._slots.get(key)
+        if not slots:
+            return 0
+        if self._earliest_end.get(key, 0.0) <= now:
+            live = {ticket: end for ticket, end in slots.items() if end > now}
+            self._slots[key] = slots = live
+            self._earliest_end[key] = min(live.values(), default=math.inf)
+        return len(slots)
 
     def _sweep(self, now: float) -> None:
         if now - self._swept_at < _SWEEP_INTERVAL_S:
@@ -142,8 +160,10 @@ class MemoryRateLimiter:
             live = {ticket: end for ticket, end in self._slots[key].items() if end > now}
             if live:
                 self._slots[key] = live
+                self._earliest_end[key] = min(live.values())
             else:
                 del self._slots[key]
+                self._earliest_end.pop(key, None)
 
 
 def _rate_check(bucket: Bucket, arrival: float | None, cost: int, now: float) -> _Check:

@@ -24,6 +24,7 @@ state.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -160,19 +161,45 @@ def _scope_buckets(scope: Scope, base: str, limits: Limits, now_s: float) -> lis
     return buckets
 
 
-def day_period(now_s: float) -> tuple[str, float]:
-    """The UTC date of `now_s` and when that day ends (epoch seconds)."""
+class _PeriodMemo:
+    """The last period a clock reading fell in: one comparison per request instead of calendar math.
+
+    Periods change once a day or month, and every admission asks; a reading outside
+    the remembered period (a new day, or a clock set back) computes it afresh.
+    """
+
+    __slots__ = ("_compute", "_last")
+
+    def __init__(self, compute: Callable[[float], tuple[str, float, float]]) -> None:
+        self._compute = compute
+        self._last = ("", 0.0, 0.0)
+
+    def __call__(self, now_s: float) -> tuple[str, float]:
+        label, start, end = self._last
+        if not start <= now_s < end:
+            label, start, end = self._last = self._compute(now_s)
+        return label, end
+
+
+def _utc_day(now_s: float) -> tuple[str, float, float]:
     day = datetime.fromtimestamp(now_s, UTC).date()
-    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    return day.isoformat(), end.timestamp()
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return day.isoformat(), start.timestamp(), (start + timedelta(days=1)).timestamp()
 
 
-def month_period(now_s: float) -> tuple[str, float]:
-    """The UTC month of `now_s` (`2026-11`) and when it ends (epoch seconds)."""
+def _utc_month(now_s: float) -> tuple[str, float, float]:
     moment = datetime.fromtimestamp(now_s, UTC)
     days = calendar.monthrange(moment.year, moment.month)[1]
-    end = datetime(moment.year, moment.month, 1, tzinfo=UTC) + timedelta(days=days)
-    return f"{moment.year:04d}-{moment.month:02d}", end.timestamp()
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    end = start + timedelta(days=days)
+    return f"{moment.year:04d}-{moment.month:02d}", start.timestamp(), end.timestamp()
+
+
+day_period = _PeriodMemo(_utc_day)
+"""The UTC date of a clock reading and when that day ends (epoch seconds)."""
+
+month_period = _PeriodMemo(_utc_month)
+"""The UTC month of a clock reading (`2026-11`) and when it ends (epoch seconds)."""
 
 
 def charged_tokens(estimated_prompt: int, *, prompt: int, completion: int) -> int:
