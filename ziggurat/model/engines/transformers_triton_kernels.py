@@ -33,6 +33,8 @@ GEMV_CONFIGS = [
         (16, 128, 4, 4),
         (32, 128, 8, 4),
         (2, 1024, 4, 3),
+        (4, 1024, 8, 3),
+        (16, 512, 8, 3),
     )
 ]
 
@@ -67,8 +69,10 @@ def gemv_jit(  # type: ignore[no-untyped-def]
             value = tl.load(x_ptr + offsets, mask=offsets < K, other=0.0).to(tl.float32)
             squares += value * value
         rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc_up = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # Partial sums stay per lane across the K loop and are reduced once at the end: a reduction
+    # across threads every iteration would stall the weight stream.
+    partial = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    partial_up = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     for start in range(0, K, BLOCK_K):
         offsets = start + columns
         column_mask = offsets < K
@@ -78,10 +82,12 @@ def gemv_jit(  # type: ignore[no-untyped-def]
             x = ((x * rstd).to(tl.bfloat16).to(tl.float32) * scale).to(tl.bfloat16).to(tl.float32)
         mask = row_mask[:, None] & column_mask[None, :]
         weights = tl.load(w_ptr + rows[:, None] * K + offsets[None, :], mask=mask, other=0.0)
-        acc += tl.sum(weights.to(tl.float32) * x[None, :], axis=1)
+        partial += weights.to(tl.float32) * x[None, :]
         if SWIGLU:
             up = tl.load(w_ptr + (rows[:, None] + N) * K + offsets[None, :], mask=mask, other=0.0)
-            acc_up += tl.sum(up.to(tl.float32) * x[None, :], axis=1)
+            partial_up += up.to(tl.float32) * x[None, :]
+    acc = tl.sum(partial, axis=1)
+    acc_up = tl.sum(partial_up, axis=1)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
         if SWIGLU:
