@@ -147,11 +147,13 @@ async def stream_chunks(
             elif isinstance(event, GenerationEnd):
                 if on_end is not None:
                     on_end(event.usage)
+                # The last frames leave in one write: each write is a send() through the whole stack.
                 if event.finish_reason == "error":
                     failure = UpstreamFailed(event.error or "The model failed while generating this answer.")
-                    yield encode_event(body_for(failure))
+                    yield encode_event(body_for(failure)) + DONE
+                elif include_usage:
+                    yield encoder.finish(event.finish_reason) + encoder.usage(event) + DONE
                 else:
-                    yield encoder.finish(event.finish_reason)
-                    if include_usage:
-                        yield encoder.usage(event)
+                    yield encoder.finish(event.finish_reason) + DONE
+                return
     yield DONE
