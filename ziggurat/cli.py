@@ -127,8 +127,9 @@ def serve(settings: Settings) -> None:
     """
     import uvicorn
 
-    from ziggurat.app import build_app, build_engine, check_topology
+    from ziggurat.app import build_app, check_topology
     from ziggurat.connection.http.server import DrainingServer
+    from ziggurat.engines import build_engine
     from ziggurat.service.lifecycle import Draining
 
     configure_logging(level=settings.log.level, json_format=settings.log.json_format)
