@@ -84,3 +84,21 @@ def test_a_burst_of_prompts_is_prefilled_in_bigger_rounds_but_a_lone_long_one_in
     lone = recorder.sequence("long", _prompt(9, 5 * chunk, vocab), 2)
     batcher.add(lone)
     assert batcher.prefill_budget() == chunk
+
+
+def test_the_triton_decode_path_is_cuda_bf16_only_and_can_be_switched_off(
+    tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Triton layer never runs where its kernels cannot (CPU, float32): those steps keep the
+    reference math that the greedy-equality tests check."""
+    from ziggurat.model.engines import transformers_triton
+
+    model: Any = load_tiny(tiny_llama_path)
+    runner = plan(model).batcher._runner  # type: ignore[attr-defined]
+    assert not runner.triton_decode
+    assert not transformers_triton.available(torch.device("cpu"), torch.bfloat16)
+    assert not transformers_triton.available(torch.device("cuda"), torch.float32)
+    monkeypatch.setenv("ZIGGURAT_TRITON_DECODE", "0")
+    assert not transformers_triton.available(torch.device("cuda"), torch.bfloat16)
+    assert transformers_triton.triton_next_power_of_2(5) == 8
+    assert transformers_triton.triton_next_power_of_2(16) == 16
