@@ -8,13 +8,14 @@ server; only the model is fake.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from tests.brokers import memory_broker, running_worker
+from tests.stub_engine import StubEngine
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.principal import SCOPE_ADMIN, SCOPE_CHAT, Principal, UserId
 from ziggurat.application.container import Application, build_application, close_application
@@ -39,7 +40,7 @@ MODEL = "test-model"
 TEST_SECRET_KEY = "k" * 64
 
 
-class ScriptedEngine:
+class ScriptedEngine(StubEngine):
     """Streams `reply` word by word; records requests; hooks let a test act before the first token."""
 
     def __init__(self, *, reply: str = "Hello there, how can I help?", inter_token_s: float = 0.0) -> None:
@@ -50,26 +51,9 @@ class ScriptedEngine:
         self.gate: asyncio.Event | None = None
         self.fail_with: str | None = None
         self._info = ModelInfo(name=MODEL, engine="scripted")
+        self.slots = 16
 
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def capacity(self) -> int:
-        return 16
-
-    @property
-    def is_ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         self.requests.append(request)
         if self.before_first_token is not None:
             await self.before_first_token(request)

@@ -1,7 +1,9 @@
 """Browser tests: Debian's Chromium driven by Playwright against a real ziggurat server.
 
-One server for the whole browser session (every test signs up its own
-accounts, so they do not see each other's conversations), serving the SPA and a
+One server for all of `tests/web` (every test signs up its own accounts, so
+they do not see each other's conversations; package scope, because Playwright's
+sync API holds the thread's event loop, which async tests elsewhere need back
+when the run leaves this folder), serving the SPA and a
 scripted engine (`engines.WebScriptedEngine`) in place of a model; tests that
 need other settings (single sign-on) start their own. Playwright's own browser
 downloads are not used: the tests launch `/usr/bin/chromium` (or
@@ -43,7 +45,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     try:
         from playwright.sync_api import sync_playwright
@@ -55,7 +57,7 @@ def playwright() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"]
@@ -90,7 +92,7 @@ class WebServer:
             return token
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     """A server with the SPA and the scripted engine; its first account (the admin) already exists."""
     tmp = tmp_path_factory.mktemp("web")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from tests.stub_engine import StubEngine
 from ziggurat.model.adapters import AdapterInfo, adapter_model_name
 from ziggurat.model.engine import (
     GenerationEnd,
@@ -65,7 +66,7 @@ def _tokens(text: str) -> list[str]:
     return pieces
 
 
-class WebScriptedEngine:
+class WebScriptedEngine(StubEngine):
     def __init__(self) -> None:
         self._info = ModelInfo(name=MODEL, engine="scripted", description="Browser-test script")
         self.inter_token_s = 0.025
@@ -92,20 +93,6 @@ class WebScriptedEngine:
 
     async def unload_adapter(self, name: str) -> None:
         raise NotImplementedError("the scripted engine's adapters are fixed")
-
-    @property
-    def capacity(self) -> int:
-        return 8
-
-    @property
-    def is_ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
     def reply_for(self, prompt: str) -> tuple[str, float]:
         lowered = prompt.lower()

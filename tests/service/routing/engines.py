@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from tests.stub_engine import StubEngine
 from ziggurat.model.engine import (
     GenerationEnd,
     GenerationEvent,
@@ -15,7 +16,7 @@ from ziggurat.model.engine import (
 )
 
 
-class RoutedEngine:
+class RoutedEngine(StubEngine):
     """Streams `reply` word by word as model `name`.
 
     `failures`: how many of the next requests end with an error before any text.
@@ -34,24 +35,6 @@ class RoutedEngine:
         self.cancelled = 0
         self.started = asyncio.Event()
         self._info = ModelInfo(name=name, engine="routed")
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def capacity(self) -> int:
-        return 8
-
-    @property
-    def is_ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         self.requests.append(request)
