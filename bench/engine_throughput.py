@@ -26,7 +26,9 @@ detokenizer is a stub). Baseline timestamps come from a logits processor,
 called once per generation step.
 
 Command: `python bench/engine_throughput.py [--models 1b,8b] [--batches 1,64,256]
-[--smoke] [--hf-cb]`. Output: a table on stdout, JSON in bench/results/ (or --out).
+[--smoke] [--hf-cb] [--serial-too]`. `--serial-too` repeats our runs with the decode loop's
+overlap off (`SlotBatcher.overlap`), the serial loop of the earlier passes.
+Output: a table on stdout, JSON in bench/results/ (or --out).
 """
 
 from __future__ import annotations
@@ -343,6 +345,12 @@ def bench_model(shape: str, args: argparse.Namespace, device: torch.device) -> d
             harness.run(prompts(count, args.prompt, 1000 + count), 8)  # warm-up: captures this size's graphs
             result["ziggurat"][count] = harness.run(prompts(count, args.prompt, count), args.new)
             print(f"[{shape}] ziggurat     B={count}: {result['ziggurat'][count]}", flush=True)
+        if args.serial_too:  # the same engine with the decode loop's overlap off: same-run before/after
+            harness.plan.batcher.overlap = False  # type: ignore[attr-defined]
+            result["ziggurat_serial"] = {}
+            for count in args.batches:
+                result["ziggurat_serial"][count] = harness.run(prompts(count, args.prompt, count), args.new)
+                print(f"[{shape}] serial loop  B={count}: {result['ziggurat_serial'][count]}", flush=True)
     finally:
         harness.close()
     del harness
@@ -396,6 +404,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--hf-cb", action="store_true", help="also time transformers' generate_batch")
+    parser.add_argument(
+        "--serial-too", action="store_true", help="also time the engine with the loop's overlap off"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny model, short runs: checks the setup")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -12,6 +12,9 @@ row at position 128, length bucket 256):
 - `triton`: as `compiled`, but a batch-1 step runs each layer as five Triton launches
   (`transformers_triton`: norm-prologue GEMVs, rope + cache write + attention in one kernel).
 
+For the `triton` variant at batch 1, also back-to-back steps fed on the device (`feed_greedy`,
+host reading tokens one step behind), as the decode loop's overlap runs them.
+
 Reported per variant: kernels launched by one eager step (torch.profiler), median
 time of a graph replay (CUDA events, 50 replays), and the relative L2 difference of
 its logits from the `module` variant's. Then the top kernels of the compiled step,
@@ -91,6 +94,23 @@ def time_replays(runner: LlamaRunner, rows: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), logits
 
 
+def time_chained(runner: LlamaRunner, steps: int = 200) -> float:
+    """Milliseconds per batch-1 step when each step feeds the previous step's argmax on the
+    device and the host reads tokens one step behind (the decode loop's overlap), over
+    `steps` back-to-back steps: what the GPU sustains once host work is hidden."""
+    slots, positions, tokens = step_args(1)
+    logits = runner.decode(slots, positions, tokens)
+    staged = runner.feed_greedy(logits)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        logits = runner.decode(slots, positions, None)
+        staged.tokens()
+        staged = runner.feed_greedy(logits)
+    staged.tokens()
+    return (time.perf_counter() - started) * 1000 / steps
+
+
 def count_kernels(runner: LlamaRunner, rows: int, top: int = 0) -> int:
     rows_bucket = batch_bucket(rows)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -166,6 +186,13 @@ def main() -> None:
                         f"{kernels} kernels eager, rel. diff vs module {error:.4f}",
                         flush=True,
                     )
+                    if triton and rows == 1:
+                        chained = time_chained(runner)
+                        print(
+                            f"[{shape}] {name:8s} B=  1 chained (device tokens, host one step behind): "
+                            f"{chained:.3f} ms/step, {100 * floor / chained:.0f}% of floor",
+                            flush=True,
+                        )
                 print(f"[{shape}] {name} set-up + compile + capture: {time.perf_counter() - started:.1f} s")
                 del runner
                 torch.cuda.empty_cache()

@@ -9,6 +9,17 @@ to each request's `emit` callback, which the engine points at its event loop
 (`call_soon_threadsafe`). A sequence leaves the batch the step it finishes or is
 found cancelled, which frees its slot within one step.
 
+Overlap (lean runner, `SlotBatcher.overlap`, on by default on CUDA): when every
+decoding row is greedy without penalties or logprobs, the argmax stays on the
+device as the next step's input and is copied to pinned memory asynchronously.
+While the batch is unchanged (nothing admitted, prefilling or cancelled, no row
+at its token limit) the next round launches the next step first and only then
+reads, detokenises and emits the previous step's tokens, so that host work runs
+while the GPU works. A row that ends on an end token or stop string is found one
+step late: its extra token is discarded (never emitted, never counted) and its
+slot freed then. Anything that changes the batch first settles the step in
+flight and the round runs serially, as does any other sampling.
+
 The batch itself lives behind the `Batcher` interface: `SlotBatcher` (lean
 runner, slot KV cache, CUDA graphs) or `StackedBatcher` (the model's own
 forward over stacked `DynamicCache`s). This module knows nothing of asyncio:
@@ -22,6 +33,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -34,6 +46,7 @@ from ziggurat.model.engine import (
     Usage,
 )
 from ziggurat.model.engines.transformers_batching import Batcher, attention_backends
+from ziggurat.model.engines.transformers_runner_staging import StagedTokens
 from ziggurat.model.engines.transformers_sampling import SamplingSettings, TokenChoice, choose_tokens
 from ziggurat.model.engines.transformers_text import OutputText
 from ziggurat.telemetry import get_logger
@@ -66,6 +79,33 @@ class SequenceState:
         return Usage(prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.output_ids))
 
 
+class OverlapBatcher(Batcher, Protocol):
+    """A `Batcher` that can keep greedy tokens on the device (`SlotBatcher`)."""
+
+    overlap: bool
+
+    def decode_step(self, *, chained: bool = False) -> tuple[list[Any], torch.Tensor | None]: ...
+
+    def stage_greedy(self, logits: torch.Tensor) -> StagedTokens: ...
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A decode step whose tokens are still on their way to the host."""
+
+    rows: list[SequenceState]
+    """The sequences whose tokens count; rows found finished meanwhile are left out."""
+    picks: list[int]
+    """Each row's index among the staged tokens."""
+    staged: StagedTokens
+
+
+def overlaps(sequence: SequenceState) -> bool:
+    """Whether this sequence's tokens can be chosen on the device alone (a plain argmax)."""
+    settings = sequence.sampling
+    return settings.is_greedy and not settings.has_penalties and settings.top_logprobs is None
+
+
 class DecodeLoop:
     """Continuous batching on the thread that calls `run`, over a `Batcher`.
 
@@ -90,6 +130,7 @@ class DecodeLoop:
         self.decoding_count = 0
         self.kv_cache_usage = 0.0
         self.generated_tokens = 0
+        self._inflight: InFlight | None = None
 
     @property
     def active_count(self) -> int:
@@ -136,6 +177,7 @@ class DecodeLoop:
                 leftovers = [*self._sequences, *self._waiting]
                 self._waiting.clear()
             self._sequences = []
+            self._inflight = None
             self._batcher.clear()
             self.last_batch_size = self.decoding_count = 0
             self.kv_cache_usage = 0.0
@@ -152,6 +194,8 @@ class DecodeLoop:
         for sequence in admitted:
             self._batcher.add(sequence)
             self._sequences.append(sequence)
+        if self._inflight is not None and not self._can_chain(self._inflight):
+            self._flush()
         self._drop_cancelled()
         self._prefill()
         self._publish()
@@ -199,32 +243,85 @@ class DecodeLoop:
             self._batcher.commit_prefill(done, tokens, finished)
 
     def _decode(self) -> None:
+        inflight = self._inflight
         try:
+            if inflight is not None:
+                self._decode_chained(inflight)
+                return
             rows, logits = self._batcher.decode_step()
         except RuntimeError:
             log.exception("decode_step_failed", batch_size=self.last_batch_size)
+            self._inflight = None
             failed = [sequence for sequence in self._sequences]
             self._batcher.clear()
             self._forget(failed)
             for sequence in failed:
                 self._end(sequence, "error", MODEL_FAILED)
             return
-        if logits is not None:
-            tokens, finished = self._choose(rows, logits)
-            self._batcher.commit_decode(rows, tokens, finished)
+        if logits is None:
+            return
+        if getattr(self._batcher, "overlap", False) and all(overlaps(row) for row in rows):
+            staged = cast(OverlapBatcher, self._batcher).stage_greedy(logits)
+            self._inflight = InFlight(rows, list(range(len(rows))), staged)
+            return
+        tokens, finished = self._choose(rows, logits)
+        self._batcher.commit_decode(rows, tokens, finished)
+
+    def _can_chain(self, inflight: InFlight) -> bool:
+        """Whether the next step may run on the in-flight step's device tokens: the batch is
+        exactly its rows, none cancelled, and none reaches its token limit with that step."""
+        return len(self._sequences) == len(inflight.rows) and all(
+            not row.is_cancelled and len(row.output_ids) + 2 <= row.max_new_tokens for row in inflight.rows
+        )
+
+    def _decode_chained(self, inflight: InFlight) -> None:
+        """Launch the next step, then settle the one in flight while the GPU runs it."""
+        batcher = cast(OverlapBatcher, self._batcher)
+        rows, logits = batcher.decode_step(chained=True)
+        assert rows == inflight.rows and logits is not None  # guaranteed by _can_chain
+        staged = batcher.stage_greedy(logits)
+        self._inflight = None
+        finished = self._settle(inflight)
+        kept = [index for index, is_finished in enumerate(finished) if not is_finished]
+        if kept:
+            self._inflight = InFlight([rows[index] for index in kept], kept, staged)
+
+    def _flush(self) -> None:
+        """Settle the step in flight before the batch changes; cancelled rows' tokens are dropped."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self._settle(inflight)
+
+    def _settle(self, inflight: InFlight) -> list[bool]:
+        """Read the in-flight step's tokens, emit them, commit them; which rows finished."""
+        staged = inflight.staged.tokens()
+        rows = [row for row in inflight.rows if not row.is_cancelled]
+        if len(rows) < len(inflight.rows):
+            live = [index for index, row in enumerate(inflight.rows) if not row.is_cancelled]
+            tokens = [staged[inflight.picks[index]] for index in live]
+        else:
+            tokens = [staged[index] for index in inflight.picks]
+        finished = self._settle_tokens(rows, [TokenChoice(token) for token in tokens])
+        self._batcher.commit_decode(rows, tokens, finished)
+        by_row = dict(zip(rows, finished, strict=True))
+        return [by_row.get(row, True) for row in inflight.rows]
 
     def _choose(
         self, sequences: Sequence[SequenceState], logits: torch.Tensor
     ) -> tuple[list[int], list[bool]]:
         """Pick each row's token, emit its text; returns the tokens and which sequences finished."""
         choices = choose_tokens(logits, sequences)
-        tokens = [choice.token for choice in choices]
-        self.generated_tokens += len(tokens)
+        return [choice.token for choice in choices], self._settle_tokens(sequences, choices)
+
+    def _settle_tokens(
+        self, sequences: Sequence[SequenceState], choices: Sequence[TokenChoice]
+    ) -> list[bool]:
+        self.generated_tokens += len(choices)
         finished = [self._accept(row, choice) for row, choice in zip(sequences, choices, strict=True)]
         self._forget(
             [sequence for sequence, is_finished in zip(sequences, finished, strict=True) if is_finished]
         )
-        return tokens, finished
+        return finished
 
     def _forget(self, sequences: Sequence[SequenceState]) -> None:
         if sequences:

@@ -55,6 +55,7 @@ from ziggurat.model.engines.transformers_runner_layers import (
     project_all,
     rotate,
 )
+from ziggurat.model.engines.transformers_runner_staging import HostStaging, StagedTokens
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -145,6 +146,9 @@ class LlamaRunner:
         self._tokens = torch.zeros(batch_bucket(slots), dtype=torch.long, device=self._device)
         self._positions = torch.full_like(self._tokens, cache.scratch)
         self._rows = torch.arange(self._tokens.shape[0], device=self._device)
+        self._staging = HostStaging(self._tokens.shape[0], self._device)
+        self._step_index: torch.Tensor | None = None
+        """The slots of the latest decode step as a device index; None when they were 0 .. rows-1."""
 
     @property
     def cache(self) -> SlotKVCache:
@@ -163,28 +167,54 @@ class LlamaRunner:
         module by module, so each hook adds its current delta."""
         return any(layer.is_hooked for layer in self._layers)
 
-    def decode(self, slots: Sequence[int], positions: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
+    def decode(
+        self, slots: Sequence[int], positions: Sequence[int], tokens: Sequence[int] | None
+    ) -> torch.Tensor:
         """One decode step: `tokens[i]` at `positions[i]` of `slots[i]`; next-token logits `(rows, vocab)`.
 
         The step runs over slots `0 .. bucket-1`: rows of other slots feed a dummy
-        token to the scratch position and are ignored.
+        token to the scratch position and are ignored. `tokens` None: the step feeds
+        what `feed_greedy` left on the device for these slots (a subset of the
+        previous step's), so it can be launched before the host has seen them.
         """
         rows = min(batch_bucket(max(slots) + 1), self._cache.slots)
         length = length_bucket(max(positions) + 1, self._cache.max_len)
-        token_row = [0] * rows
-        position_row = [self._cache.scratch] * rows
-        for slot, position, token in zip(slots, positions, tokens, strict=True):
-            token_row[slot], position_row[slot] = token, position
-        self._tokens[:rows].copy_(torch.tensor(token_row), non_blocking=True)
-        self._positions[:rows].copy_(torch.tensor(position_row), non_blocking=True)
+        staging = self._staging.next()
+        staged_positions = staging.positions
+        staged_positions[:rows] = self._cache.scratch
+        staged_positions[list(slots)] = positions
+        self._positions[:rows].copy_(staging.positions_tensor[:rows], non_blocking=True)
+        if tokens is not None:
+            staged_tokens = staging.tokens
+            staged_tokens[:rows] = 0
+            staged_tokens[list(slots)] = tokens
+            self._tokens[:rows].copy_(staging.tokens_tensor[:rows], non_blocking=True)
+        staging.queued()
         if self._is_hooked():
             logits = self._decode_forward(rows, length, fused=False)
         else:
             logits = self._run_decode(rows, length)
         if len(slots) == rows and all(slot == row for row, slot in enumerate(slots)):
+            self._step_index = None
             return logits
-        index = torch.tensor(list(slots), device=self._device)
-        return logits.index_select(0, index)
+        self._step_index = torch.tensor(list(slots), device=self._device)
+        return logits.index_select(0, self._step_index)
+
+    def feed_greedy(self, logits: torch.Tensor) -> StagedTokens:
+        """Pick the argmax of the latest decode step's `logits` on the device, write it as the
+        next step's input tokens of the same slots, and start copying it to the host.
+
+        Nothing here waits for the GPU: the next `decode(..., tokens=None)` can be
+        launched at once, and the host reads the tokens (`StagedTokens.tokens`) while
+        that step runs.
+        """
+        chosen = logits.argmax(dim=-1)
+        count = chosen.shape[0]
+        if self._step_index is None:
+            self._tokens[:count].copy_(chosen)
+        else:
+            self._tokens.index_copy_(0, self._step_index, chosen)
+        return self._staging.stage(chosen)
 
     def _run_decode(self, rows: int, length: int) -> torch.Tensor:
         fused = self._is_fused

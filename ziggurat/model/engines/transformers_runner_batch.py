@@ -33,6 +33,7 @@ from ziggurat.model.engines.transformers_kv import (
     plan_slots,
 )
 from ziggurat.model.engines.transformers_runner import LlamaRunner, PrefillChunk, refusal
+from ziggurat.model.engines.transformers_runner_staging import StagedTokens
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -60,6 +61,9 @@ class SlotBatcher:
         self._in_prefill: list[Any] = []
         self.lora: Any = None
         """A `transformers_lora.LoraSet` when adapters are served: told each forward's rows."""
+        self.overlap = runner.cache.data.device.type == "cuda"
+        """Whether the decode loop may launch the next step before reading this one's tokens
+        (`DecodeLoop`; greedy rows only). On by default on CUDA; tests turn it on on CPU."""
 
     @property
     def room(self) -> int:
@@ -131,7 +135,9 @@ class SlotBatcher:
     ) -> None:
         self._commit(sequences, tokens, finished)
 
-    def decode_step(self) -> tuple[list[Any], torch.Tensor | None]:
+    def decode_step(self, *, chained: bool = False) -> tuple[list[Any], torch.Tensor | None]:
+        """One step of every decoding sequence. `chained`: feed the tokens that `stage_greedy`
+        left on the device (the host's `last_token`s are one step behind)."""
         rows = [sequence for sequence, state in self._states.items() if state.last_token is not None]
         if not rows:
             return [], None
@@ -144,10 +150,15 @@ class SlotBatcher:
             for sequence, slot in zip(rows, slots, strict=True):
                 by_slot[slot] = sequence.adapter_slot
             self.lora.select_by_row(by_slot)
-        logits = self._runner.decode(slots, positions, tokens)
+        logits = self._runner.decode(slots, positions, None if chained else tokens)
         for slot in slots:
             self._cache.lengths[slot] += 1
         return rows, logits
+
+    def stage_greedy(self, logits: torch.Tensor) -> StagedTokens:
+        """The argmax of the latest decode step, kept on the device as the next step's input and
+        copied to the host asynchronously."""
+        return self._runner.feed_greedy(logits)
 
     def commit_decode(
         self, sequences: Sequence[Any], tokens: Sequence[int], finished: Sequence[bool]
