@@ -268,8 +268,13 @@ class Worker:
         try:
             await self._run(delivery, claim, writer)
         except asyncio.CancelledError:
-            # This worker is stopping: the job goes back to the queue and another worker resumes it.
-            await self._release(delivery)
+            if writer.has_ended:
+                # Stopped between writing the end and acking: the answer is whole, so the job
+                # is done; handing it over would only make another worker find it finished.
+                await asyncio.shield(delivery.ack())
+            else:
+                # This worker is stopping: the job goes back to the queue and another worker resumes it.
+                await self._release(delivery)
             raise
         await delivery.ack()
 

@@ -43,6 +43,8 @@ class JobWriter:
     has_written: bool = False
     status: AppendStatus = AppendStatus.OK
     logprobs: list[TokenLogprob] | None = None
+    has_ended: bool = False
+    """The job's end is in its stream: the job is done, whatever happens to this worker next."""
     """Buffered token logprobs; stays None for the (usual) requests that did not ask for them."""
 
     async def write(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> None:
@@ -66,6 +68,7 @@ class JobWriter:
     async def finish(self, end: GenerationEnd) -> AppendStatus:
         if self.status is AppendStatus.OK:
             await self.publisher.write_now(self, [end])
+            self.has_ended = self.status is AppendStatus.OK
         return self.status
 
     def take_chunk(self) -> Chunk | None:
