@@ -77,6 +77,10 @@ ApplicationDep = Annotated[Application, Depends(get_application)]
 
 async def get_principal(request: Request, application: ApplicationDep) -> Principal:
     """The caller, from `Authorization: Bearer <access token or API key>`; 401 otherwise."""
+    return await _authenticate(request, application)
+
+
+async def _authenticate(request: Request, application: Application) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise Unauthenticated(
@@ -110,6 +114,32 @@ def require_permission(permission: str) -> Callable[[Principal], Awaitable[Princ
 require_chat_scope = require_permission(SCOPE_CHAT)
 ChatPrincipalDep = Annotated[Principal, Depends(require_chat_scope)]
 AdminPrincipalDep = Annotated[Principal, Depends(require_permission(SCOPE_ADMIN))]
+
+
+@dataclass(slots=True, frozen=True)
+class ChatCall:
+    """What a generation route needs, resolved by one dependency instead of four.
+
+    FastAPI resolves each dependency through its own solver step; on `/v1/chat/completions`
+    the four (application, principal, chat permission, generation) were ~5% of a gateway's
+    CPU per request (bench/gateway_overhead.py, 2-token answers). Same checks, same errors.
+    """
+
+    principal: Principal
+    application: Application
+    generation: GenerationService
+
+
+async def get_chat_call(request: Request) -> ChatCall:
+    services = _services(request)
+    application = await get_application(request)
+    principal = await _authenticate(request, application)
+    if not principal.has_scope(SCOPE_CHAT):
+        raise Forbidden(f"This credential does not have the `{SCOPE_CHAT}` permission.")
+    return ChatCall(principal, application, services.generation)
+
+
+ChatCallDep = Annotated[ChatCall, Depends(get_chat_call)]
 
 
 async def get_client_ip(request: Request) -> str | None:

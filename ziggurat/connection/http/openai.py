@@ -21,11 +21,11 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from ziggurat.connection.broker.base import Priority
-from ziggurat.connection.http.deps import ApplicationDep, ChatPrincipalDep, GenerationDep
+from ziggurat.connection.http.deps import ApplicationDep, ChatCallDep, ChatPrincipalDep
 from ziggurat.connection.http.errors import body_for
 from ziggurat.connection.http.openai_schemas import (
     ChatCompletionRequest,
@@ -64,13 +64,8 @@ async def list_models(principal: ChatPrincipalDep, application: ApplicationDep) 
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionRequest,
-    request: Request,
-    principal: ChatPrincipalDep,
-    generation: GenerationDep,
-    application: ApplicationDep,
-) -> Response:
+async def chat_completions(body: ChatCompletionRequest, call: ChatCallDep) -> Response:
+    principal, application, generation = call.principal, call.application, call.generation
     model = await application.catalog.resolve(principal, body.model)
     record_usage = partial(application.usage.record, principal, model.name)
     completion_id = "chatcmpl-" + uuid.uuid4().hex
