@@ -27,6 +27,7 @@ from ziggurat.application.container import Application, local_keeping, open_appl
 from ziggurat.application.conversations.chat import KeeperPolicy
 from ziggurat.backends import build_rate_limits, open_broker, open_caches
 from ziggurat.config import Settings
+from ziggurat.connection.adapter_sync import RedisAdapters, keep_adapters_in_sync, open_shared_adapters
 from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.http import (
     admin,
@@ -45,7 +46,7 @@ from ziggurat.connection.http.middleware import RequestContextMiddleware
 from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
-from ziggurat.connection.models import EngineModels, ModelDirectory, RedisModels, StaticModels, served_models
+from ziggurat.connection.models import EngineModels, ModelDirectory, RedisModels, StaticModels
 from ziggurat.connection.streams.publisher import StreamPublisher
 from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.engines import build_engine
@@ -318,9 +319,17 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
     directory = RedisModels(redis_client, prefix=settings.broker.redis_prefix)
 
     async def advertise(engine: Engine) -> None:
-        # Read once the engine has started, so adapters loaded at start-up are advertised too.
-        models = served_models(engine)
-        await directory.keep_advertising(instance, models, MODEL_ADVERTISE_TTL_S, engine.capacity)
+        if not isinstance(engine, AdapterHost):
+            await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S, engine.capacity)
+            return
+        # Read live: adapters loaded at start-up, and those the admin API asks for later, are advertised.
+        await keep_adapters_in_sync(
+            engine,
+            directory,
+            RedisAdapters(redis_client, prefix=settings.broker.redis_prefix),
+            worker=instance,
+            ttl_s=MODEL_ADVERTISE_TTL_S,
+        )
 
     return advertise
 
@@ -364,8 +373,12 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with open_services(settings, metrics, on_fatal, draining, tracer) as services:
+            async with (
+                open_services(settings, metrics, on_fatal, draining, tracer) as services,
+                open_shared_adapters(settings) as shared_adapters,
+            ):
                 app.state.services = services
+                app.state.shared_adapters = shared_adapters
                 yield
         finally:
             if tracer.is_enabled:

@@ -9,7 +9,7 @@ when its first worker starts and disappears shortly after its last one stops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Protocol
 
@@ -119,13 +119,18 @@ class RedisModels:
             await asyncio.sleep(interval_s)
 
     async def keep_advertising(
-        self, worker_id: str, models: Sequence[ModelInfo], ttl_s: float, capacity: int | None = None
+        self,
+        worker_id: str,
+        models: Sequence[ModelInfo] | Callable[[], Sequence[ModelInfo]],
+        ttl_s: float,
+        capacity: int | None = None,
     ) -> None:
-        """Renew a worker's advertisement forever (a worker's background task)."""
+        """Renew a worker's advertisement forever (a worker's background task); `models` may be read live."""
         try:
             while True:
                 try:
-                    await self.advertise(worker_id, models, ttl_s, capacity)
+                    current = models() if callable(models) else models
+                    await self.advertise(worker_id, current, ttl_s, capacity)
                 except (redis.RedisError, OSError) as exc:
                     log.warning("model_advertise_failed", error_type=type(exc).__name__)
                 await asyncio.sleep(ttl_s / 3)
