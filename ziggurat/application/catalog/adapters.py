@@ -183,7 +183,8 @@ class AdapterAdmin:
                     name=name,
                     model=adapter_model_name(model, name),
                     path=path,
-                    is_unloading=name not in desired,
+                    # Not desired any more and still draining somewhere; a start-up adapter stays as it is.
+                    is_unloading=name not in desired and any(s.state == "unloading" for s in per_worker),
                     workers=tuple(per_worker),
                 )
             )
