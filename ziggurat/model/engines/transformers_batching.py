@@ -217,36 +217,6 @@ class RunningBatch:
         self._last_tokens = self._last_tokens.new_zeros((0,))
 
 
-def choose_tokens(
-    logits: torch.Tensor,
-    temperatures: Sequence[float],
-    top_ps: Sequence[float],
-    generators: Sequence[torch.Generator | None],
-) -> list[int]:
-    """One token per row: argmax where temperature is 0, else nucleus sampling with the row's generator."""
-    greedy: list[int] = logits.argmax(dim=-1).tolist()
-    chosen: list[int] = []
-    for row, (temperature, top_p, generator) in enumerate(zip(temperatures, top_ps, generators, strict=True)):
-        if temperature <= 0:
-            chosen.append(greedy[row])
-        else:
-            chosen.append(_sample(logits[row], temperature, top_p, generator))
-    return chosen
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    probabilities = torch.softmax(logits / temperature, dim=-1)
-    if top_p >= 1.0:
-        return int(torch.multinomial(probabilities, 1, generator=generator).item())
-    sorted_probabilities, order = probabilities.sort(descending=True)
-    # Keep the smallest prefix whose mass reaches top_p; the most likely token always stays.
-    is_outside = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities >= top_p
-    is_outside[0] = False
-    sorted_probabilities = sorted_probabilities.masked_fill(is_outside, 0.0)
-    choice = torch.multinomial(sorted_probabilities, 1, generator=generator)
-    return int(order[choice].item())
-
-
 class StackedBatcher:
     """The HF-forward path as a `Batcher`: each new sequence is prefilled alone, then stacked.
 
