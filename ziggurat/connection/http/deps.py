@@ -133,9 +133,7 @@ class ChatCall:
 async def get_chat_call(request: Request) -> ChatCall:
     services = _services(request)
     application = await get_application(request)
-    principal = await _authenticate(request, application)
-    if not principal.has_scope(SCOPE_CHAT):
-        raise Forbidden(f"This credential does not have the `{SCOPE_CHAT}` permission.")
+    principal = await require_chat_scope(await _authenticate(request, application))
     return ChatCall(principal, application, services.generation)
 
 
