@@ -12,10 +12,10 @@ the cache TTL. Scopes are cut down to what the user's role grants now.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,7 @@ from ziggurat.application.store.orm import utcnow
 from ziggurat.application.users.models import User
 from ziggurat.application.users.repository import UserRepository
 from ziggurat.errors import Unauthenticated
+from ziggurat.single_flight import SingleFlight
 
 # `last_used_at` is for humans reviewing their keys; minute precision spares a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -57,7 +58,7 @@ class Authenticator:
         self._database = database
         self._access_tokens = access_tokens
         self._cache = cache
-        self._checking: dict[str, asyncio.Future[tuple[Principal, datetime | None]]] = {}
+        self._checking: SingleFlight[str, tuple[Principal, datetime | None]] = SingleFlight()
 
     async def authenticate(self, bearer: str) -> Principal:
         if not bearer:
@@ -68,21 +69,12 @@ class Authenticator:
             if cached is not None:
                 return cached
             # Requests on one key that miss the cache together (at its expiry) share one check.
-            checking = self._checking.get(key_digest)
-            if checking is None:
-                checking = asyncio.ensure_future(self._authenticate_api_key(bearer))
-                self._checking[key_digest] = checking
-                checking.add_done_callback(lambda done: self._checked(key_digest, done))
-            principal, expires_at = await asyncio.shield(checking)
+            principal, expires_at = await self._checking.run(
+                key_digest, partial(self._authenticate_api_key, bearer)
+            )
             self._cache.put(key_digest, principal, not_after=_monotonic_deadline(expires_at))
             return principal
         return await self._authenticate_access_token(bearer)
-
-    def _checked(self, key_digest: str, done: asyncio.Future[tuple[Principal, datetime | None]]) -> None:
-        if self._checking.get(key_digest) is done:
-            del self._checking[key_digest]
-        if not done.cancelled():
-            done.exception()  # retrieved here too, in case every waiter was cancelled meanwhile
 
     async def _authenticate_access_token(self, token: str) -> Principal:
         # Decoding is always done (it checks signature and expiry); only the user-row check is cached.

@@ -15,7 +15,6 @@ at once, other replicas see them within `ttl_s`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from ziggurat.application.store.orm import new_id, utcnow
 from ziggurat.errors import Conflict, Forbidden, ModelNotFound, NotFound
 from ziggurat.model.engine import ModelInfo
 from ziggurat.service.generation import GenerationService
+from ziggurat.single_flight import SingleFlight
 
 _NOT_FOUND = "No registry entry with this id."
 
@@ -80,7 +80,9 @@ class ModelCatalog:
         self._clock = clock
         self._rules: dict[str, RegistryRule] = {}
         self._loaded_at: float | None = None
-        self._loading: asyncio.Future[dict[str, RegistryRule]] | None = None
+        self._version = 0
+        """Counts admin changes, so a read begun before one does not refresh the rules."""
+        self._reading: SingleFlight[None, dict[str, RegistryRule]] = SingleFlight()
 
     async def can_use_model(self, principal: Principal, name: str) -> bool:
         return can_use_model(principal, name, (await self._current_rules()).get(name))
@@ -174,21 +176,14 @@ class ModelCatalog:
         self._invalidate()
 
     async def _current_rules(self) -> dict[str, RegistryRule]:
-        """The registry's rules, read again after `ttl_s`.
-
-        One read serves every request that finds the rules stale at the same moment:
-        without that, a hundred concurrent requests at expiry made a hundred queries.
-        """
-        now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < self._ttl_s:
+        """The registry's rules, read again after `ttl_s`; requests that find them stale together
+        share one read (a hundred concurrent requests at expiry made a hundred queries)."""
+        if self._loaded_at is not None and self._clock() - self._loaded_at < self._ttl_s:
             return self._rules
-        if self._loading is None:
-            loading = asyncio.ensure_future(self._load(now))
-            self._loading = loading
-            loading.add_done_callback(self._loaded)
-        return await asyncio.shield(self._loading)
+        return await self._reading.run(None, self._load)
 
-    async def _load(self, now: float) -> dict[str, RegistryRule]:
+    async def _load(self) -> dict[str, RegistryRule]:
+        version, now = self._version, self._clock()
         async with self._database.session() as session:
             rows = await session.scalars(select(ModelEntry))
             rules = {
@@ -200,18 +195,15 @@ class ModelCatalog:
                 )
                 for row in rows
             }
-        if self._loading is not None and self._loading is asyncio.current_task():
+        if version == self._version:  # no admin change since this read began
             self._rules, self._loaded_at = rules, now
         return rules
 
-    def _loaded(self, loading: asyncio.Future[dict[str, RegistryRule]]) -> None:
-        if self._loading is loading:
-            self._loading = None
-
     def _invalidate(self) -> None:
         """An admin changed the registry: the next request reads it afresh (not a read begun before)."""
+        self._version += 1
         self._loaded_at = None
-        self._loading = None
+        self._reading.forget(None)
 
     def _out(self, row: ModelEntry) -> ModelEntryOut:
         served = {info.name for info in self._generation.list_models()}
