@@ -71,10 +71,6 @@ class WebBundle:
     assets: Mapping[str, Asset]
     index: Asset | None
 
-    @property
-    def static_prefix(self) -> str:
-        return f"{STATIC_PREFIX}/{self.version}"
-
     @classmethod
     def load(cls, root: Path) -> WebBundle:
         """Read `root` (a missing directory gives an empty bundle, whose `index` is None)."""

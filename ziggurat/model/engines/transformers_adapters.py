@@ -55,10 +55,6 @@ class AdapterManager:
     def adapters(self) -> list[AdapterInfo]:
         return [self._info(name, entry) for name, entry in sorted(self._entries.items())]
 
-    def is_serving(self, name: str) -> bool:
-        entry = self._entries.get(name)
-        return entry is not None and not entry.is_unloading
-
     async def load(self, name: str, path: str) -> AdapterInfo:
         if not ADAPTER_NAME.fullmatch(name):
             raise InvalidRequest(

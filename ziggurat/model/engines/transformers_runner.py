@@ -156,10 +156,6 @@ class LlamaRunner:
         return self._cache
 
     @property
-    def graph_count(self) -> int:
-        return len(self._graphs)
-
-    @property
     def is_compiled(self) -> bool:
         return self._decode_inputs.is_compiled
 
