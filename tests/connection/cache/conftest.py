@@ -14,6 +14,9 @@ from ziggurat.model.engine import ChatMessage, GenerationEnd, GenerationRequest,
 
 MakeStore = Callable[..., KeyValueStore]
 
+REAL_REDIS_TIMEOUT_S = 5.0
+"""Deadline for stores whose test expects Redis to answer: the 0.5 s default fails on a loaded CI runner."""
+
 STOP = GenerationEnd("stop", Usage(prompt_tokens=12, completion_tokens=5))
 
 
@@ -73,7 +76,7 @@ def make_store(backend: str, request: pytest.FixtureRequest) -> MakeStore:
         return lambda max_entries=1000: MemoryKeyValueStore(max_entries)
     client: redis.Redis = request.getfixturevalue("redis_client")
     prefix: str = request.getfixturevalue("key_prefix")
-    return lambda max_entries=1000: RedisKeyValueStore(client, prefix)
+    return lambda max_entries=1000: RedisKeyValueStore(client, prefix, timeout_s=REAL_REDIS_TIMEOUT_S)
 
 
 @pytest.fixture

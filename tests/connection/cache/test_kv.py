@@ -6,6 +6,7 @@ import logging
 import pytest
 import redis.asyncio as redis
 
+from tests.connection.cache.conftest import REAL_REDIS_TIMEOUT_S
 from tests.connection.cache.fakes import SilentServer, TcpProxy
 from ziggurat.connection.cache.kv import KeyValueStore, MemoryKeyValueStore, RedisKeyValueStore
 
@@ -96,7 +97,7 @@ async def test_memory_store_expiry_follows_its_clock() -> None:
 async def test_redis_store_keeps_its_keys_under_the_prefix(
     redis_client: redis.Redis, key_prefix: str
 ) -> None:
-    store = RedisKeyValueStore(redis_client, key_prefix)
+    store = RedisKeyValueStore(redis_client, key_prefix, timeout_s=REAL_REDIS_TIMEOUT_S)
     await store.set("resp:m:u:abc", b"v", 60)
     assert await redis_client.get(f"{key_prefix}:resp:m:u:abc") == b"v"
     assert 0 < await redis_client.pttl(f"{key_prefix}:resp:m:u:abc") <= 60_000
@@ -146,7 +147,7 @@ async def test_redis_store_works_again_once_redis_is_back(
     kwargs = redis_client.connection_pool.connection_kwargs
     proxy = TcpProxy(kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379))
     client = redis.Redis(host="127.0.0.1", port=await proxy.start())
-    store = RedisKeyValueStore(client, prefix, timeout_s=0.3)
+    store = RedisKeyValueStore(client, prefix, timeout_s=2.0)
     try:
         assert await store.set("k", b"before", 60)
         await proxy.stop()

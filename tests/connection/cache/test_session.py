@@ -132,7 +132,7 @@ async def test_a_write_lost_in_an_outage_never_leaves_stale_rows(
     kwargs = redis_client.connection_pool.connection_kwargs
     proxy = TcpProxy(kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379))
     client = redis.Redis(host="127.0.0.1", port=await proxy.start())
-    sessions = SessionCache(RedisKeyValueStore(client, key_prefix, timeout_s=0.3), ttl_s=60)
+    sessions = SessionCache(RedisKeyValueStore(client, key_prefix, timeout_s=2.0), ttl_s=60)
     try:
         await sessions.put("c1", ROWS[:1])
         await proxy.stop()
