@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import statistics
 import subprocess
@@ -207,7 +208,7 @@ def _thread_cpu(process: psutil.Process) -> dict[int, float]:
 def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
     py_spy = Path(PYTHON).with_name("py-spy")
-    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", output]
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *(["--native"] if os.environ.get("PROFILE_NATIVE") else []), "-o", output]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -43,6 +43,7 @@ from ziggurat.connection.http import (
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.errors import install_error_handlers
 from ziggurat.connection.http.middleware import RequestContextMiddleware
+from ziggurat.connection.http.raw_body import document_models
 from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
@@ -389,6 +390,7 @@ def build_app(
     install_error_handlers(app, metrics=metrics)
     if settings.role != "worker":  # a worker serves only its health and metrics
         app.include_router(openai.router)
+        document_models(app, *openai.BODY_MODELS)
         app.include_router(auth.router)
         app.include_router(conversations.router)
         app.include_router(messages.router)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ziggurat.connection.broker.broker import Broker
 from ziggurat.connection.cache.response import ResponseCache, is_cacheable
 from ziggurat.connection.models import ModelDirectory
 from ziggurat.errors import ModelNotFound, Overloaded
+from ziggurat.ids import new_id_hex
 from ziggurat.model.engine import (
     ChatMessage,
     GenerationEnd,
@@ -228,7 +228,7 @@ class GenerationService:
         self, request: GenerationRequest, priority: Priority, cancel_on_close: bool, cache_scope: str | None
     ) -> AnswerStream:
         job = Job(
-            job_id=request.request_id or uuid.uuid4().hex,
+            job_id=request.request_id or new_id_hex(),
             request=request,
             priority=priority,
             submitted_at=time.monotonic(),

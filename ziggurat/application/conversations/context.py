@@ -16,7 +16,6 @@ Older turns are dropped, not summarised.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from ziggurat.application.conversations.models import Conversation, Message
 from ziggurat.application.conversations.schemas import GenerationOverrides
 from ziggurat.application.presets.models import Preset
 from ziggurat.errors import InvalidRequest
+from ziggurat.ids import new_id_hex
 from ziggurat.model.engine import ChatMessage, GenerationRequest, ModelInfo, Role, SamplingParams
 from ziggurat.service.generation import GenerationService
 
@@ -178,5 +178,5 @@ def to_generation_request(
 ) -> GenerationRequest:
     params = SamplingParams(max_tokens=parameters.max_tokens, temperature=parameters.temperature)
     return GenerationRequest(
-        request_id=request_id or uuid.uuid4().hex, model=model, messages=tuple(messages), params=params
+        request_id=request_id or new_id_hex(), model=model, messages=tuple(messages), params=params
     )

@@ -8,13 +8,14 @@ always timezone-aware UTC in Python, whatever the database stores.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from ziggurat.ids import new_id_text
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -29,7 +30,7 @@ ID_LENGTH = 36
 
 def new_id() -> str:
     """A random UUID as text: portable across SQLite and PostgreSQL, unguessable in URLs."""
-    return str(uuid.uuid4())
+    return new_id_text()
 
 
 def utcnow() -> datetime:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ziggurat.connection.http.errors import body_for, json_error
 from ziggurat.connection.http.security_headers import with_security_headers
 from ziggurat.errors import PayloadTooLarge
+from ziggurat.ids import new_id_hex
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger, request_id_var, user_id_var
 from ziggurat.tracing.base import NO_TRACER, Span, Tracer
@@ -127,7 +127,7 @@ class RequestContextMiddleware:
                 candidate: str = value.decode("latin-1")
                 if _SAFE_REQUEST_ID.match(candidate):
                     return candidate
-        return uuid.uuid4().hex
+        return new_id_hex()
 
     @staticmethod
     def _declared_length(scope: Scope) -> int | None:

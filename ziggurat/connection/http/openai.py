@@ -14,18 +14,17 @@ limits in force, as OpenAI's do.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ziggurat.connection.broker.base import Priority
-from ziggurat.connection.http.deps import ApplicationDep, ChatCallDep, ChatPrincipalDep
+from ziggurat.connection.http.deps import ApplicationDep, ChatPrincipalDep, get_chat_call
 from ziggurat.connection.http.errors import body_for
 from ziggurat.connection.http.openai_schemas import (
     ChatCompletionRequest,
@@ -33,8 +32,10 @@ from ziggurat.connection.http.openai_schemas import (
     chat_completion_json,
     to_generation_request,
 )
-from ziggurat.connection.http.sse import DONE, encode_event, sse_response
+from ziggurat.connection.http.raw_body import json_body_openapi, parse_json_body
+from ziggurat.connection.http.sse import DONE, FinalFrame, encode_event, sse_response
 from ziggurat.errors import UpstreamFailed
+from ziggurat.ids import new_id_hex
 from ziggurat.model.engine import GenerationEnd, TextDelta, TokenLogprob, Usage
 from ziggurat.service.answer_reading import NO_RESULT
 from ziggurat.service.answer_stream import AnswerStream
@@ -43,6 +44,8 @@ CACHE_HEADER = "x-ziggurat-cache"
 """`hit` (served from the response cache), `miss` (cacheable, generated now) or `bypass`."""
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+BODY_MODELS = (ChatCompletionRequest,)
+"""Bodies this router parses itself (`raw_body.py`): the app adds them to its OpenAPI components."""
 
 
 @router.get("/models")
@@ -63,12 +66,16 @@ async def list_models(principal: ChatPrincipalDep, application: ApplicationDep) 
     return {"object": "list", "data": models}
 
 
-@router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, call: ChatCallDep) -> Response:
+@router.post("/chat/completions", response_model=None, openapi_extra=json_body_openapi(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
+    # No FastAPI parameters on the hottest route (see raw_body.py); the caller first, so a
+    # caller without credentials gets 401 whatever the body.
+    call = await get_chat_call(request)
+    body = await parse_json_body(request, ChatCompletionRequest)
     principal, application, generation = call.principal, call.application, call.generation
     model = await application.catalog.resolve(principal, body.model)
     record_usage = partial(application.usage.record, principal, model.name)
-    completion_id = "chatcmpl-" + uuid.uuid4().hex
+    completion_id = "chatcmpl-" + new_id_hex()
     job = to_generation_request(body, request_id=completion_id, model=model.name)
     stream = await generation.submit(
         job,
@@ -130,25 +137,32 @@ async def stream_chunks(
     include_usage: bool,
     on_end: Callable[[Usage], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """OpenAI chunk frames for one job. Leaving early (client gone) cancels the job."""
-    yield encoder.role()
+    """OpenAI chunk frames for one job. Leaving early (client gone) cancels the job.
+
+    The role frame goes out with the first event's frame, and the last frames with the
+    end of the body (`FinalFrame`): two writes fewer per stream.
+    """
+    head = encoder.role()
     async with aclosing(stream.events()) as events:
         async for event in events:
             if isinstance(event, TextDelta):
                 if event.logprobs is None:
-                    yield encoder.delta(event.text)
+                    frame = encoder.delta(event.text)
                 else:
-                    yield encoder.delta_with_logprobs(event.text, event.logprobs)
+                    frame = encoder.delta_with_logprobs(event.text, event.logprobs)
+                if head:
+                    frame, head = head + frame, b""
+                yield frame
             elif isinstance(event, GenerationEnd):
                 if on_end is not None:
                     on_end(event.usage)
                 # The last frames leave in one write: each write is a send() through the whole stack.
                 if event.finish_reason == "error":
                     failure = UpstreamFailed(event.error or "The model failed while generating this answer.")
-                    yield encode_event(body_for(failure)) + DONE
+                    yield FinalFrame(head + encode_event(body_for(failure)) + DONE)
                 elif include_usage:
-                    yield encoder.finish(event.finish_reason) + encoder.usage(event) + DONE
+                    yield FinalFrame(head + encoder.finish(event.finish_reason) + encoder.usage(event) + DONE)
                 else:
-                    yield encoder.finish(event.finish_reason) + DONE
+                    yield FinalFrame(head + encoder.finish(event.finish_reason) + DONE)
                 return
-    yield DONE
+    yield FinalFrame(head + DONE)

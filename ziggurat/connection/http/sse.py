@@ -30,6 +30,18 @@ def encode_event(payload: Any, *, event: str | None = None, event_id: str | None
     return head + b"data: " + data + b"\n\n"
 
 
+class FinalFrame(bytes):
+    """The last bytes of an event stream: they leave together with the end of the body.
+
+    A body iterator that yields one lets the response send its data and the
+    chunked-encoding terminator in one write instead of two (each write is a
+    `send()` through the whole middleware stack and a system call). Nothing may
+    follow it.
+    """
+
+    __slots__ = ()
+
+
 class EventStreamResponse(StreamingResponse):
     """A `StreamingResponse` that notices a client leaving with one plain asyncio task.
 
@@ -38,6 +50,7 @@ class EventStreamResponse(StreamingResponse):
     (bench/gateway_overhead.py). Here a watcher task waits for `http.disconnect` and
     cancels the streaming task, which ends the body iterator the same way (its
     `finally` blocks run, so a generation nobody reads is cancelled as before).
+    A `FinalFrame` ends the body in the same write.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,10 +69,25 @@ class EventStreamResponse(StreamingResponse):
                 client_left = True
                 task.cancel()
 
+        async def stream() -> None:
+            nonlocal streaming
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            async for chunk in self.body_iterator:
+                if not streaming:
+                    continue  # the body has ended: the iterator is only finishing its own work
+                if isinstance(chunk, FinalFrame):
+                    # Once the body is complete the server reports a disconnect: not a client leaving.
+                    streaming = False
+                body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+                await send({"type": "http.response.body", "body": body, "more_body": streaming})
+            if streaming:
+                streaming = False
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
         watcher = asyncio.create_task(watch())
         try:
-            await self.stream_response(send)
-            streaming = False
+            await stream()
         except asyncio.CancelledError:
             if client_left and task.uncancel() == 0:
                 return  # nobody is left to answer

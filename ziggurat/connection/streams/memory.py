@@ -37,7 +37,8 @@ class _Stream:
     epoch: int = 0
     is_ended: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    """Readers waiting for the next write; each owns its future (a cancelled reader cancels only its own)."""
     touched_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -57,9 +58,31 @@ class _Stream:
             del self.entries[:drop]
             self.first_seq += drop
         self.touched_at = time.monotonic()
-        # Wake every reader, then arm a fresh event for the next write.
-        self.changed.set()
-        self.changed = asyncio.Event()
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(False)
+
+    async def wait_for_write(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> bool:
+        """Wait for the next write; False when `timeout_s` passed first.
+
+        A future per wait and one timer, not `asyncio.timeout` around an `Event`: the
+        reader of every in-process stream waits here once per worker flush, and that
+        pair costs four `get_running_loop` calls (a `getpid` system call each on
+        Python 3.11) and a timer reschedule per wait.
+        """
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self.waiters.append(waiter)
+        expiry = loop.call_later(timeout_s, _expire, waiter)
+        try:
+            return not await waiter
+        finally:
+            expiry.cancel()
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
 
 
 class MemoryStreams:
@@ -123,6 +146,7 @@ class MemoryStreams:
 
     async def read(self, job_id: str, *, after: str | None = None) -> AsyncGenerator[StreamEntry, None]:
         stream = self._stream(job_id)
+        loop = asyncio.get_running_loop()
         next_seq = int(after.split("-")[1]) + 1 if after is not None and is_entry_id(after) else 1
         has_seen_event = after is not None
         while True:
@@ -138,12 +162,7 @@ class MemoryStreams:
             if stream.next_seq > next_seq:  # written while this reader was suspended in `yield`
                 continue
             timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
-            changed = stream.changed
-            try:
-                # Not `wait_for`: on Python 3.11 it wraps the wait in a new task, for every wake-up.
-                async with asyncio.timeout(timeout):
-                    await changed.wait()
-            except TimeoutError:
+            if not await stream.wait_for_write(loop, timeout):
                 yield StreamEntry(f"0-{next_seq}", timeout_end(STALLED if has_seen_event else NO_FIRST_EVENT))
                 return
             # The stream may have expired and been replaced while we waited.

@@ -10,10 +10,10 @@ counts `ziggurat_rate_limited_total{limit,scope}` and logs who was refused.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 from ziggurat.errors import RateLimited
+from ziggurat.ids import new_id_hex
 from ziggurat.service.limits.base import RateLimiter
 from ziggurat.service.limits.headers import format_duration, rate_limit_headers, retry_after_ms
 from ziggurat.service.limits.policy import Bucket, Decision, LimitSubject, buckets_for
@@ -52,7 +52,7 @@ class RateLimitGate:
         if not buckets:
             return None
         estimate = prompt_tokens + (max_tokens or self._default_max_tokens) if subject.counts_tokens else 0
-        ticket = uuid.uuid4().hex
+        ticket = new_id_hex()
         decision = await self._limiter.acquire(buckets, tokens=estimate, ticket=ticket, lease_s=self._lease_s)
         headers = rate_limit_headers(decision.states)
         if not decision.is_admitted:
