@@ -237,70 +237,49 @@ class OpenAIEngine:
             if endpoint is None:
                 raise UpstreamFailed(NO_ENDPOINT)
             tried.append(endpoint)
-            has_text = False
+            # One upstream request, inlined rather than a generator of its own: each generator
+            # layer costs a resumption per token. Its verdict goes to the endpoint's breaker
+            # however it ends (`_Verdict`).
+            verdict = _Verdict(endpoint)
             try:
-                async with aclosing(self._relay_from(session, endpoint, body, request, deadline)) as events:
-                    async for event in events:
-                        has_text = has_text or isinstance(event, TextDelta)
-                        yield event
+                first_token_at = _earliest(loop.time() + self._relay.first_token_timeout_s, deadline)
+                response = await self._open_stream(
+                    session, endpoint, body, request.request_id, first_token_at
+                )
+                state = StreamState(wants_logprobs=request.params.logprobs)
+                reading = self._read(response, endpoint, state, first_token_at, deadline)
+                async with aclosing(reading) as deltas:
+                    async for delta in deltas:
+                        verdict.has_text = True
+                        yield delta
+                if state.finish_reason is None and not state.is_done:
+                    raise UpstreamFailed("the remote model server ended the stream before finishing")
+                verdict.is_ok = True
+                usage = state.usage or estimate_usage(request, state.completion_chars)
+                yield GenerationEnd(finish_reason=state.finish_reason or "stop", usage=usage)
                 return
+            except InvalidRequest:
+                verdict.is_ok = True  # the request's fault, not the server's
+                raise
             except UpstreamFailed as failure:
-                if has_text or len(tried) >= self._relay.max_attempts or not self._pool.has_untried(tried):
+                if not isinstance(failure, _ServerBusy):  # busy is worth another server, not a failure
+                    verdict.is_ok = False
+                    self._mark_unhealthy(endpoint, failure.message)
+                is_last_try = len(tried) >= self._relay.max_attempts or not self._pool.has_untried(tried)
+                if verdict.has_text or is_last_try:
                     raise
                 log.warning(
                     "openai_engine_trying_another_server",
                     extra={"base_url": endpoint.safe_url, "reason": failure.message},
                 )
+            finally:
+                verdict.settle()
 
     async def aclose(self) -> None:
         await self._poller.aclose()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def _relay_from(
-        self,
-        session: aiohttp.ClientSession,
-        endpoint: Endpoint,
-        body: bytes,
-        request: GenerationRequest,
-        deadline: float | None,
-    ) -> AsyncGenerator[GenerationEvent, None]:
-        """One upstream request; reports its verdict to the endpoint's breaker however it ends."""
-        loop = asyncio.get_running_loop()
-        first_token_at = _earliest(loop.time() + self._relay.first_token_timeout_s, deadline)
-        is_ok: bool | None = None
-        has_text = False
-        endpoint.in_flight += 1
-        try:
-            response = await self._open_stream(session, endpoint, body, request.request_id, first_token_at)
-            state = StreamState(wants_logprobs=request.params.logprobs)
-            async with aclosing(self._read(response, endpoint, state, first_token_at, deadline)) as texts:
-                async for text in texts:
-                    has_text = True
-                    # `state.logprobs` belongs to this text until the next read (None unless asked for).
-                    yield TextDelta(text, state.logprobs)
-            if state.finish_reason is None and not state.is_done:
-                raise UpstreamFailed("the remote model server ended the stream before finishing")
-            is_ok = True
-            usage = state.usage or estimate_usage(request, state.completion_chars)
-            yield GenerationEnd(finish_reason=state.finish_reason or "stop", usage=usage)
-        except (InvalidRequest, _ServerBusy) as exc:
-            is_ok = True if isinstance(exc, InvalidRequest) else None
-            raise
-        except UpstreamFailed as exc:
-            is_ok = False
-            self._mark_unhealthy(endpoint, exc.message)
-            raise
-        finally:
-            endpoint.in_flight -= 1
-            breaker = endpoint.breaker
-            if is_ok or (is_ok is None and has_text):
-                breaker.record_success()
-            elif is_ok is False:
-                breaker.record_failure()
-            else:
-                breaker.release()
 
     async def _read(
         self,
@@ -309,8 +288,8 @@ class OpenAIEngine:
         state: StreamState,
         first_token_at: float,
         deadline: float | None,
-    ) -> AsyncGenerator[str, None]:
-        """The stream's texts; waits are bounded until the first text, between texts, and overall."""
+    ) -> AsyncGenerator[TextDelta, None]:
+        """The stream's deltas; waits are bounded until the first text, between texts, and overall."""
         loop = asyncio.get_running_loop()
         inter_token_s = self._relay.inter_token_timeout_s
         wait_until = first_token_at
@@ -330,7 +309,7 @@ class OpenAIEngine:
                         if text:
                             state.completion_chars += len(text)
                             wait_until = _earliest(loop.time() + inter_token_s, deadline)
-                            yield text
+                            yield TextDelta(text, state.logprobs)
                     if not data:
                         break
             is_reusable = await drain(response) if state.is_done else True
@@ -388,6 +367,34 @@ class OpenAIEngine:
             endpoint.is_healthy = False
             self._capacity.refresh()
         log.warning("openai_engine_request_failed", extra={"base_url": endpoint.safe_url, "reason": reason})
+
+
+class _Verdict:
+    """How one upstream request went, for its endpoint's in-flight count and circuit breaker.
+
+    `is_ok`: True (answered, or refused a bad request: not the server's fault), False
+    (failed), None (busy, or cut short by our side: a success if text had come, else
+    no verdict).
+    """
+
+    __slots__ = ("endpoint", "has_text", "is_ok")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.has_text = False
+        self.is_ok: bool | None = None
+        endpoint.in_flight += 1
+
+    def settle(self) -> None:
+        endpoint = self.endpoint
+        endpoint.in_flight -= 1
+        breaker = endpoint.breaker
+        if self.is_ok or (self.is_ok is None and self.has_text):
+            breaker.record_success()
+        elif self.is_ok is False:
+            breaker.record_failure()
+        else:
+            breaker.release()
 
 
 def _earliest(moment: float, deadline: float | None) -> float:

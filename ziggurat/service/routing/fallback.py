@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,26 +132,54 @@ class FallbackStream(ReadsAnswer):
     async def _first_entry(
         self, index: int, entries: AsyncGenerator[StreamEntry, None]
     ) -> StreamEntry | None:
-        """Attempt `index`'s first entry, or None once the run has given that attempt up."""
+        """Attempt `index`'s first entry, or None once the run has given that attempt up.
+
+        The read runs in this task and is interrupted (cancelled) when the run gives the
+        attempt up: a task and an `asyncio.wait` per request cost more than the read. The
+        deadline (`wait_for_first`) is a timer that asks the run what to do (`on_deadline`),
+        which gives the attempt up or moves its deadline.
+        """
         run = self.run
-        pending = asyncio.ensure_future(_next_entry(entries))
         outcome = run.outcome(index)
-        try:
-            while True:
-                timeout = run.wait_for_first(index)
-                done, _ = await asyncio.wait(
-                    (pending, outcome), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if pending in done:
-                    return pending.result()
-                if outcome in done:
-                    return None
+        if outcome.done():
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        waiting = True
+        interrupted = False
+
+        def interrupt(_: object = None) -> None:
+            nonlocal interrupted
+            # `waiting`: the callback may run after the read returned (it was already scheduled).
+            if waiting and not interrupted:
+                interrupted = True
+                task.cancel()
+
+        def arm() -> None:
+            nonlocal timer
+            timeout = run.wait_for_first(index)
+            timer = None if timeout is None else loop.call_later(timeout, on_deadline)
+
+        def on_deadline() -> None:
+            if waiting:
                 run.on_deadline(index)
+                arm()
+
+        outcome.add_done_callback(interrupt)
+        arm()
+        try:
+            return await _next_entry(entries)
+        except asyncio.CancelledError:
+            if interrupted and task.uncancel() == 0:
+                return None
+            raise
         finally:
-            if not pending.done():
-                pending.cancel()
-                with suppress(asyncio.CancelledError):
-                    await pending
+            waiting = False
+            outcome.remove_done_callback(interrupt)
+            if timer is not None:
+                timer.cancel()
 
     def _answers(self, index: int, event: GenerationEvent) -> bool:
         """Whether attempt `index`, whose first event (for this reader) is `event`, is the answer."""
