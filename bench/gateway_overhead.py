@@ -5,12 +5,15 @@ request at INTER_TOKEN_S. In front of it, one at a time, run (a) the bare relay
 (bench/bare_relay.py: aiohttp in, aiohttp out, bytes copied) and (b) ziggurat
 (`ziggurat serve --engine openai`, one process, API key auth, SSE re-encoding,
 metrics, queue and worker). A load generator opens CONCURRENCY streams at once,
-REQUESTS in total, and reads every byte. We record the relay process's CPU
-seconds (user + system) and the time to first byte seen by the client.
+REQUESTS in total, and reads every byte (closed loop), or with `--rate` starts
+requests at Poisson arrival times (open loop; the time to first byte a request
+sees, without the lockstep bursts of the closed loop). We record the relay
+process's CPU seconds (user + system) and the time to first byte seen by the client.
 
 Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
-[--tokens 64] [--inter-token-s 0.02] [--no-limits] [--profile FILE]` (limits, metrics and routing are on
-unless `--no-limits`). Output: JSON in bench/results/.
+[--tokens 64] [--inter-token-s 0.02] [--rate R] [--no-limits] [--profile FILE]` (limits, metrics and
+routing are on unless `--no-limits`; `PROFILE_NATIVE=1` adds C frames to the profile).
+Output: JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -74,8 +78,17 @@ async def one_stream(session: aiohttp.ClientSession, url: str, headers: dict[str
     return first_byte or 0.0, received
 
 
-async def load(url: str, headers: dict[str, str], *, concurrency: int, requests: int) -> dict[str, Any]:
-    semaphore = asyncio.Semaphore(concurrency)
+async def load(
+    url: str, headers: dict[str, str], *, concurrency: int, requests: int, rate: float | None = None
+) -> dict[str, Any]:
+    """Closed loop (`concurrency` streams, each starting the next when one ends) or, with
+    `rate`, open loop: Poisson arrivals at `rate` requests/s whatever is still streaming.
+
+    In the closed loop the streams run in lockstep (same length), so requests arrive in
+    bursts of `concurrency` and time to first byte measures how long a burst takes to get
+    through, not the latency one request sees; the open loop measures the latter.
+    """
+    semaphore = asyncio.Semaphore(concurrency if rate is None else requests)
     first_bytes: list[float] = []
 
     async def bounded(session: aiohttp.ClientSession) -> None:
@@ -88,7 +101,15 @@ async def load(url: str, headers: dict[str, str], *, concurrency: int, requests:
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
     ) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(bounded(session) for _ in range(requests)))
+        if rate is None:
+            await asyncio.gather(*(bounded(session) for _ in range(requests)))
+        else:
+            arrivals = random.Random(7)  # the same arrival times for the relay and the gateway
+            streams = []
+            for _ in range(requests):
+                streams.append(asyncio.create_task(bounded(session)))
+                await asyncio.sleep(arrivals.expovariate(rate))
+            await asyncio.gather(*streams)
         wall = time.perf_counter() - started
     first_bytes.sort()
     return {
@@ -105,7 +126,7 @@ async def measure(
     before = cpu_seconds(process)
     times_before = process.cpu_times()
     threads_before = _thread_cpu(process)
-    stats = await load(url, headers, concurrency=args.concurrency, requests=args.requests)
+    stats = await load(url, headers, concurrency=args.concurrency, requests=args.requests, rate=args.rate)
     cpu = cpu_seconds(process) - before
     times = process.cpu_times()
     threads = _thread_cpu(process)
@@ -208,7 +229,8 @@ def _thread_cpu(process: psutil.Process) -> dict[int, float]:
 def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
     py_spy = Path(PYTHON).with_name("py-spy")
-    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *(["--native"] if os.environ.get("PROFILE_NATIVE") else []), "-o", output]
+    native = ["--native"] if os.environ.get("PROFILE_NATIVE") else []  # C frames too (uvloop, syscalls)
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *native, "-o", output]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -217,6 +239,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests per second")
     parser.add_argument("--inter-token-s", type=float, default=0.02)
     parser.add_argument(
         "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"

@@ -294,21 +294,39 @@ class Worker:
         self._observer.job_settled(self._model, outcome)
 
     async def _run(self, delivery: Delivery, claim: Claim, writer: JobWriter) -> None:
+        """Generate in this task; a stop request (the stream's cancel) interrupts it.
+
+        The generation runs here rather than in a task of its own raced against the
+        watcher with `asyncio.wait`: that cost a task, a wait and a loop hop before the
+        first token of every job.
+        """
         job_id = delivery.job.job_id
-        generation = asyncio.create_task(self._generate(_resumed(delivery.job.request, claim), claim, writer))
+        task = asyncio.current_task()
+        assert task is not None
+        generating = True
+        stopped = False
+
+        def stop(watcher: asyncio.Task[None]) -> None:
+            nonlocal stopped
+            if generating and not watcher.cancelled():
+                stopped = True
+                task.cancel()
+
         watcher = asyncio.create_task(self._streams.wait_cancelled(job_id))
+        watcher.add_done_callback(stop)
         try:
-            await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await self._generate(_resumed(delivery.job.request, claim), claim, writer)
         except asyncio.CancelledError:
-            await _settle(generation, watcher)
-            raise
-        if not generation.done():
-            await _settle(generation)
+            if not stopped or task.uncancel() > 0:
+                raise
+            generating = False
             self.cancelled_count += 1
             self._observer.job_settled(self._model, "cancelled")
             log.info("job_cancelled", job_id=job_id)
             await writer.finish(GenerationEnd("cancelled", Usage(0, claim.tokens + writer.written_tokens)))
-        await _settle(watcher)
+        finally:
+            generating = False
+            await _settle(watcher)
 
     async def _generate(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
         """Relay the engine's answer (inside the `engine.generate` span) and report how the job ended."""
@@ -331,8 +349,8 @@ class Worker:
                 async for event in events:
                     if isinstance(event, GenerationEnd):
                         ended = event  # engines end after this; reading on lets them finish cleanly
-                    else:
-                        await writer.write(event.text, event.logprobs)
+                    elif writer.add(event.text, event.logprobs):
+                        await writer.flush()
             end = (
                 _with_earlier_tokens(ended, claim.tokens)
                 if ended is not None

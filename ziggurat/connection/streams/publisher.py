@@ -43,12 +43,22 @@ class JobWriter:
     has_written: bool = False
     status: AppendStatus = AppendStatus.OK
     logprobs: list[TokenLogprob] | None = None
+    """Buffered token logprobs; stays None for the (usual) requests that did not ask for them."""
     has_ended: bool = False
     """The job's end is in its stream: the job is done, whatever happens to this worker next."""
-    """Buffered token logprobs; stays None for the (usual) requests that did not ask for them."""
 
     async def write(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> None:
         """Buffer one engine delta; its `logprobs`, when the request asked for them, travel with it."""
+        if self.add(text, logprobs):
+            await self.publisher.write_now(self, [])
+
+    def add(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> bool:
+        """`write` without the await: True when the caller must `await flush()` now.
+
+        Only the first delta (and every delta when coalescing is off) is written at once;
+        the rest wait for the flusher. The worker calls this per token, which spares a
+        coroutine per token.
+        """
         if self.status is not AppendStatus.OK:
             raise StreamClosed(self.status)
         self.parts.append(text)
@@ -61,9 +71,13 @@ class JobWriter:
         self.written_tokens += 1
         if not self.has_written or self.publisher.flush_interval_s <= 0:
             self.has_written = True
-            await self.publisher.write_now(self, [])
-        else:
-            self.publisher.schedule(self)
+            return True
+        self.publisher.schedule(self)
+        return False
+
+    async def flush(self) -> None:
+        """Write what is buffered now."""
+        await self.publisher.write_now(self, [])
 
     async def finish(self, end: GenerationEnd) -> AppendStatus:
         if self.status is AppendStatus.OK:
