@@ -187,6 +187,7 @@ async def main(args: argparse.Namespace) -> None:
                 "ZIGGURAT_ENGINE__MAX_CONCURRENCY": str(args.concurrency * 2),
                 "ZIGGURAT_LOG__LEVEL": "WARNING",
                 **(LIMITS_ON if args.limits else {}),
+                **({k.split("=")[0]: k.split("=", 1)[1] for k in os.environ.get("BENCH_GATEWAY_ENV", "").split()}),
             },
         )
         processes.append(gateway)

@@ -121,13 +121,12 @@ class GenerationStream(ReadsAnswer):
             self, after=None, cancel_on_close=False, is_observed=False, cache_store=None, last_entry_id=None
         )
 
-    async def entries(self) -> AsyncGenerator[StreamEntry, None]:
+    def entries(self) -> AsyncGenerator[StreamEntry, None]:
+        # The reader itself, not a generator around it: one layer fewer per entry, and
+        # closing the caller's iterator closes the read at once.
         if self.cached is not None:
-            async for entry in self._replay_cached(self.cached):
-                yield entry
-            return
-        async for entry in self._read_job():
-            yield entry
+            return self._replay_cached(self.cached)
+        return self._read_job()
 
     async def _replay_cached(self, cached: CachedAnswer) -> AsyncGenerator[StreamEntry, None]:
         if self.is_observed:

@@ -19,7 +19,9 @@ from ziggurat.service.metrics import Metrics
 
 
 class RecordingLimiter:
-    """The memory limiter, recording every settle call."""
+    """The memory limiter, recording every settle call (settled in a task, as Redis's would be)."""
+
+    settles_inline = False
 
     def __init__(self, clock: FakeClock) -> None:
         self.inner = MemoryRateLimiter(clock=clock)

@@ -143,8 +143,10 @@ async def stream_chunks(
     end of the body (`FinalFrame`): two writes fewer per stream.
     """
     head = encoder.role()
-    async with aclosing(stream.events()) as events:
-        async for event in events:
+    # Entries rather than `events()`: one generator layer fewer per flush.
+    async with aclosing(stream.entries()) as entries:
+        async for entry in entries:
+            event = entry.event
             if isinstance(event, TextDelta):
                 if event.logprobs is None:
                     frame = encoder.delta(event.text)

@@ -19,7 +19,12 @@ class RateLimiter(Protocol):
     charged. `settle` adds `token_delta` (negative: a refund) to the token
     buckets and renews, releases or keeps the ticket's slots. Neither raises
     when the backend is unreachable: limits fail open.
+
+    `settles_inline`: `settle` never suspends (in-process state), so a reader being
+    cancelled cannot interrupt it and it needs no task of its own.
     """
+
+    settles_inline: bool
 
     async def acquire(
         self, buckets: Sequence[Bucket], *, tokens: int, ticket: str, lease_s: float

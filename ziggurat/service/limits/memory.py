@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ziggurat.service.limits.base import SlotAction
 from ziggurat.service.limits.policy import (
@@ -32,8 +32,7 @@ _SWEEP_INTERVAL_S = 60.0
 _EPSILON_S = 1e-6
 
 
-@dataclass(slots=True, frozen=True)
-class _Check:
+class _Check(NamedTuple):
     """A bucket's state now and, when it would admit, after the request is charged."""
 
     now: BucketState
@@ -43,6 +42,9 @@ class _Check:
 
 
 class MemoryRateLimiter:
+    settles_inline = True
+    """Every method runs without awaiting (see the module docstring)."""
+
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._arrivals: dict[str, float] = {}

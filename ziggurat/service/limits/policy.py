@@ -27,7 +27,7 @@ import calendar
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 LimitKind = Literal[
     "requests_per_minute", "tokens_per_minute", "concurrent_streams", "daily_tokens", "monthly_tokens"
@@ -109,9 +109,12 @@ class Bucket:
         return tokens if self.kind in TOKEN_KINDS else 1
 
 
-@dataclass(slots=True, frozen=True)
-class BucketState:
-    """What is left of a bucket after the decision, and how long until it is whole again."""
+class BucketState(NamedTuple):
+    """What is left of a bucket after the decision, and how long until it is whole again.
+
+    A named tuple, not a frozen dataclass: an admission makes two per bucket, and a
+    frozen dataclass's `__init__` costs several times a tuple's.
+    """
 
     bucket: Bucket
     remaining: int
@@ -129,8 +132,27 @@ class Decision:
     """The request alone exceeds a per-minute rate: waiting will not help."""
 
 
+_BUCKET_MEMO_ENTRIES = 10_000
+_bucket_memo: dict[tuple[LimitSubject, str, str], tuple[Bucket, ...]] = {}
+
+
 def buckets_for(subject: LimitSubject, *, now_s: float) -> tuple[Bucket, ...]:
-    """Every bucket the subject's request must fit, API key first (its limits are usually tighter)."""
+    """Every bucket the subject's request must fit, API key first (its limits are usually tighter).
+
+    Remembered per subject and quota period (buckets are immutable): building six
+    buckets and their keys was most of an admission's own work. The memo forgets
+    everything when it holds `_BUCKET_MEMO_ENTRIES` subjects.
+    """
+    key = (subject, day_period(now_s)[0], month_period(now_s)[0])
+    buckets = _bucket_memo.get(key)
+    if buckets is None:
+        if len(_bucket_memo) >= _BUCKET_MEMO_ENTRIES:
+            _bucket_memo.clear()
+        buckets = _bucket_memo[key] = _build_buckets(subject, now_s)
+    return buckets
+
+
+def _build_buckets(subject: LimitSubject, now_s: float) -> tuple[Bucket, ...]:
     user = f"{{u:{subject.user_id}}}"
     buckets: list[Bucket] = []
     if subject.api_key_id is not None:

@@ -56,6 +56,8 @@ def _script(name: str) -> str:
 class RedisRateLimiter:
     """`clock` (epoch seconds) replaces the Redis server's clock; for tests only."""
 
+    settles_inline = False
+
     def __init__(self, client: Redis, *, prefix: str, clock: Callable[[], float] | None = None) -> None:
         self._prefix = prefix
         self._clock = clock

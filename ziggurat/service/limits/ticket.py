@@ -73,7 +73,7 @@ class LimitTicket:
                         )
                     yield entry
         finally:
-            await _run_to_end(self.settle())
+            await self._run_to_end(self.settle())
 
     async def settle(self) -> None:
         """Charge the real usage (as far as it is known) and release the slot. Idempotent."""
@@ -84,7 +84,7 @@ class LimitTicket:
 
     async def abandon(self) -> None:
         """The generation never started: refund its tokens and free its slot."""
-        await _run_to_end(self._settle(0))
+        await self._run_to_end(self._settle(0))
 
     async def _settle(self, charged: int) -> None:
         if self._is_settled:
@@ -98,10 +98,16 @@ class LimitTicket:
         except Exception as exc:  # a slot not released lapses with its lease; nothing else is at stake
             log.warning("rate_limit_settle_failed", error_type=type(exc).__name__)
 
+    async def _run_to_end(self, settling: Coroutine[Any, Any, None]) -> None:
+        """Settle in a task of its own: the reader that ends may itself be being cancelled.
 
-async def _run_to_end(settling: Coroutine[Any, Any, None]) -> None:
-    """Settle in a task of its own: the reader that ends may itself be being cancelled."""
-    task = asyncio.get_running_loop().create_task(settling)
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
-    await asyncio.shield(task)
+        An in-process limiter settles without suspending, so nothing can interrupt it and
+        it runs right here: a task per request spared.
+        """
+        if self._limiter.settles_inline:
+            await settling
+            return
+        task = asyncio.get_running_loop().create_task(settling)
+        _settling.add(task)
+        task.add_done_callback(_settling.discard)
+        await asyncio.shield(task)
