@@ -11,8 +11,10 @@ sees, without the lockstep bursts of the closed loop). We record the relay
 process's CPU seconds (user + system) and the time to first byte seen by the client.
 
 Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
-[--tokens 64] [--inter-token-s 0.02] [--rate R] [--no-limits] [--profile FILE]` (limits, metrics and
-routing are on unless `--no-limits`; `PROFILE_NATIVE=1` adds C frames to the profile).
+[--tokens 64] [--inter-token-s 0.02] [--rate R] [--rounds N] [--no-limits] [--profile FILE]` (limits,
+metrics and routing are on unless `--no-limits`; `--rounds N` measures relay then gateway N times
+with both running and reports the medians; `PROFILE_NATIVE=1` adds C frames to the profile;
+`BENCH_GATEWAY_ENV="K=V ..."` passes settings to the gateway).
 Output: JSON in bench/results/.
 """
 
@@ -157,17 +159,15 @@ async def main(args: argparse.Namespace) -> None:
         ]
     )
     processes = [upstream]
+    rounds: list[dict[str, Any]] = []
     try:
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         await wait_http(upstream_url + "/models")
         relay = start_process([PYTHON, str(HERE / "bare_relay.py"), str(relay_port), upstream_url])
         processes.append(relay)
         await wait_http(f"http://127.0.0.1:{relay_port}/")
-        baseline = await measure(
-            psutil.Process(relay.pid), f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}, args
-        )
-        relay.terminate()
         data_dir = tempfile.mkdtemp(prefix="ziggurat-bench-")
+        extra_env = dict(item.split("=", 1) for item in os.environ.get("BENCH_GATEWAY_ENV", "").split())
         gateway = start_process(
             [
                 PYTHON,
@@ -187,37 +187,57 @@ async def main(args: argparse.Namespace) -> None:
                 "ZIGGURAT_ENGINE__MAX_CONCURRENCY": str(args.concurrency * 2),
                 "ZIGGURAT_LOG__LEVEL": "WARNING",
                 **(LIMITS_ON if args.limits else {}),
-                **({k.split("=")[0]: k.split("=", 1)[1] for k in os.environ.get("BENCH_GATEWAY_ENV", "").split()}),
+                **extra_env,
             },
         )
         processes.append(gateway)
         base = f"http://127.0.0.1:{ziggurat_port}"
         await wait_http(base + "/healthz")
         key = await ziggurat_api_key(base)
-        profiler = _start_profiler(gateway.pid, args.profile) if args.profile else None
-        ours = await measure(
-            psutil.Process(gateway.pid),
-            base + "/v1/chat/completions",
-            {"Authorization": f"Bearer {key}"},
-            args,
-        )
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=30)
+        # Both stay up; each round measures the relay, then the gateway, so that every ratio
+        # compares two measurements taken seconds apart (this VM's speed drifts by ±15%).
+        for _ in range(args.rounds):
+            baseline = await measure(
+                psutil.Process(relay.pid), f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}, args
+            )
+            profiler = _start_profiler(gateway.pid, args.profile) if args.profile else None
+            ours = await measure(
+                psutil.Process(gateway.pid),
+                base + "/v1/chat/completions",
+                {"Authorization": f"Bearer {key}"},
+                args,
+            )
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=30)
+                args.profile = None  # one profile is enough
+            rounds.append(
+                {
+                    "bare_relay": baseline,
+                    "ziggurat": ours,
+                    "cpu_ratio_vs_bare": round(ours["cpu_s"] / baseline["cpu_s"], 2),
+                    "ttfb_p50_added_ms": round(ours["ttfb_p50_ms"] - baseline["ttfb_p50_ms"], 2),
+                }
+            )
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=10)
+    ratios = [entry["cpu_ratio_vs_bare"] for entry in rounds]
+    added = [entry["ttfb_p50_added_ms"] for entry in rounds]
     write_result(
         "gateway_overhead",
         {
             "question": "gateway CPU per streamed request vs a bare aiohttp relay",
             **run_metadata(),
             "settings": vars(args),
-            "bare_relay": baseline,
-            "ziggurat": ours,
-            "cpu_ratio_vs_bare": round(ours["cpu_s"] / baseline["cpu_s"], 2),
-            "ttfb_p50_added_ms": round(ours["ttfb_p50_ms"] - baseline["ttfb_p50_ms"], 2),
+            "rounds": rounds,
+            "bare_relay": rounds[-1]["bare_relay"],
+            "ziggurat": rounds[-1]["ziggurat"],
+            "cpu_ratios": ratios,
+            "cpu_ratio_vs_bare": round(statistics.median(ratios), 2),
+            "ttfb_p50_added_ms_by_round": added,
+            "ttfb_p50_added_ms": round(statistics.median(added), 2),
         },
     )
 
@@ -231,7 +251,8 @@ def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
     py_spy = Path(PYTHON).with_name("py-spy")
     native = ["--native"] if os.environ.get("PROFILE_NATIVE") else []  # C frames too (uvloop, syscalls)
-    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *native, "-o", output]
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *native]
+    command += ["-o", output]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -241,6 +262,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests per second")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternate relay and gateway this often; medians reported"
+    )
     parser.add_argument("--inter-token-s", type=float, default=0.02)
     parser.add_argument(
         "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"

@@ -46,6 +46,8 @@ class JobWriter:
     """Buffered token logprobs; stays None for the (usual) requests that did not ask for them."""
     has_ended: bool = False
     """The job's end is in its stream: the job is done, whatever happens to this worker next."""
+    is_scheduled: bool = False
+    """Waiting for the flusher: further deltas only join the buffer (no per-token scheduling)."""
 
     async def write(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> None:
         """Buffer one engine delta; its `logprobs`, when the request asked for them, travel with it."""
@@ -72,7 +74,9 @@ class JobWriter:
         if not self.has_written or self.publisher.flush_interval_s <= 0:
             self.has_written = True
             return True
-        self.publisher.schedule(self)
+        if not self.is_scheduled:
+            self.is_scheduled = True
+            self.publisher.schedule(self)
         return False
 
     async def flush(self) -> None:
@@ -125,6 +129,7 @@ class StreamPublisher:
     async def _write(self, writers: list[JobWriter], tails: dict[str, list[Appendable]]) -> None:
         batch: dict[str, tuple[int, list[Appendable]]] = {}
         for writer in writers:
+            writer.is_scheduled = False  # what it buffers from here on needs the next flush
             chunk = writer.take_chunk()
             items: list[Appendable] = [chunk] if chunk is not None else []
             items.extend(tails.get(writer.job_id, ()))

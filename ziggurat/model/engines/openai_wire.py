@@ -78,6 +78,16 @@ def apply_payload(state: StreamState, payload: bytes, secret: str | None) -> str
         raise UpstreamFailed("the remote model server sent malformed JSON") from exc
     if not isinstance(chunk, dict):
         raise UpstreamFailed("the remote model server sent a malformed stream")
+    if not state.wants_logprobs and chunk.get("usage") is None and chunk.get("error") is None:
+        # The usual chunk, one per token: a text delta and nothing else to fold in.
+        try:
+            choice = chunk["choices"][0]
+            text = choice["delta"]["content"]
+        except (KeyError, IndexError, TypeError):
+            pass
+        else:
+            if type(text) is str and choice.get("finish_reason") is None and chunk.get("object") != "error":
+                return text
     if chunk.get("error") is not None or chunk.get("object") == "error":
         detail = error_text(chunk, secret) or "no details"
         raise UpstreamFailed(f"the remote model server failed mid-stream: {detail}")
