@@ -22,13 +22,18 @@ _SET: Final = (0x4000 << 64) | (0x8000 << 48)
 
 
 class _RandomPool:
-    __slots__ = ("_buffer", "_offset")
+    __slots__ = ("_buffer", "_offset", "_watches_forks")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._offset = _BUFFER_BYTES
+        self._watches_forks = False
 
     def refill(self) -> None:
+        if not self._watches_forks:
+            # Registered on first use, not at import: importing a ziggurat module has no effects.
+            os.register_at_fork(after_in_child=self.forget)
+            self._watches_forks = True
         self._buffer = os.urandom(_BUFFER_BYTES)
         self._offset = 0
 
@@ -46,7 +51,6 @@ class _RandomPool:
 
 
 _pool = _RandomPool()
-os.register_at_fork(after_in_child=_pool.forget)
 
 
 def new_id_hex() -> str:

@@ -14,7 +14,7 @@ from ziggurat.model.engine import GenerationEnd, TextDelta, Usage
 from ziggurat.service.limits.base import SlotAction
 from ziggurat.service.limits.gate import RateLimitGate
 from ziggurat.service.limits.memory import MemoryRateLimiter
-from ziggurat.service.limits.policy import Bucket, Decision, Limits, LimitSubject
+from ziggurat.service.limits.policy import Bucket, Decision, Limits, LimitSubject, day_period
 from ziggurat.service.metrics import Metrics
 
 
@@ -162,3 +162,18 @@ async def test_a_long_stream_renews_its_slot(
     assert ticket is not None
     await read_all(ticket.track(entries("a", "b", usage=Usage(1, 2))))
     assert limiter.settled == [(0, "renew"), (0, "renew"), (0, "renew"), (0, "release")]
+
+
+async def test_a_new_utc_day_gets_a_fresh_daily_quota_though_buckets_are_remembered(
+    gate: RateLimitGate, clock: FakeClock
+) -> None:
+    quota = subject(daily_tokens=150)
+    ticket = await gate.admit(quota, prompt_tokens=50, max_tokens=100)  # estimate 150: the whole day
+    assert ticket is not None
+    with pytest.raises(RateLimited, match="Daily token quota"):
+        await gate.admit(quota, prompt_tokens=50, max_tokens=100)
+    # A minute into the next UTC day, while yesterday's counter still lives (it outlives its day
+    # by an hour so late settlements land): only the new day's buckets admit.
+    _, day_end = day_period(clock.now)
+    clock.now = day_end + 60
+    assert await gate.admit(quota, prompt_tokens=50, max_tokens=100) is not None

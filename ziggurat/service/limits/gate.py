@@ -16,7 +16,7 @@ from ziggurat.errors import RateLimited
 from ziggurat.ids import new_id_hex
 from ziggurat.service.limits.base import RateLimiter
 from ziggurat.service.limits.headers import format_duration, rate_limit_headers, retry_after_ms
-from ziggurat.service.limits.policy import Bucket, Decision, LimitSubject, buckets_for
+from ziggurat.service.limits.policy import Bucket, Decision, LimitSubject, buckets_for, period_key
 from ziggurat.service.limits.ticket import LimitTicket
 from ziggurat.service.metrics import Metrics
 from ziggurat.telemetry import get_logger
@@ -24,6 +24,7 @@ from ziggurat.telemetry import get_logger
 log = get_logger(__name__)
 
 _SCOPE_NAMES = {"user": "this user", "api_key": "this API key"}
+_BUCKET_MEMO_ENTRIES = 10_000
 
 
 class RateLimitGate:
@@ -43,12 +44,27 @@ class RateLimitGate:
         self._lease_s = stream_lease_s
         self._default_max_tokens = default_max_tokens
         self._clock = clock
+        self._bucket_memo: dict[tuple[LimitSubject, tuple[str, str]], tuple[Bucket, ...]] = {}
+
+    def _buckets(self, subject: LimitSubject, now_s: float) -> tuple[Bucket, ...]:
+        """`buckets_for`, remembered per subject and quota period (buckets are immutable).
+
+        Building six buckets and their keys was most of an admission's own work. The memo
+        forgets everything once it holds `_BUCKET_MEMO_ENTRIES` subjects.
+        """
+        key = (subject, period_key(now_s))
+        buckets = self._bucket_memo.get(key)
+        if buckets is None:
+            if len(self._bucket_memo) >= _BUCKET_MEMO_ENTRIES:
+                self._bucket_memo.clear()
+            buckets = self._bucket_memo[key] = buckets_for(subject, now_s=now_s)
+        return buckets
 
     async def admit(
         self, subject: LimitSubject, *, prompt_tokens: int, max_tokens: int | None
     ) -> LimitTicket | None:
         """Charge the subject's buckets for one generation; None when no limit applies."""
-        buckets = buckets_for(subject, now_s=self._clock())
+        buckets = self._buckets(subject, self._clock())
         if not buckets:
             return None
         estimate = prompt_tokens + (max_tokens or self._default_max_tokens) if subject.counts_tokens else 0

@@ -132,27 +132,13 @@ class Decision:
     """The request alone exceeds a per-minute rate: waiting will not help."""
 
 
-_BUCKET_MEMO_ENTRIES = 10_000
-_bucket_memo: dict[tuple[LimitSubject, str, str], tuple[Bucket, ...]] = {}
+def period_key(now_s: float) -> tuple[str, str]:
+    """The UTC day and month of a clock reading: buckets built for one key hold for all its readings."""
+    return day_period(now_s)[0], month_period(now_s)[0]
 
 
 def buckets_for(subject: LimitSubject, *, now_s: float) -> tuple[Bucket, ...]:
-    """Every bucket the subject's request must fit, API key first (its limits are usually tighter).
-
-    Remembered per subject and quota period (buckets are immutable): building six
-    buckets and their keys was most of an admission's own work. The memo forgets
-    everything when it holds `_BUCKET_MEMO_ENTRIES` subjects.
-    """
-    key = (subject, day_period(now_s)[0], month_period(now_s)[0])
-    buckets = _bucket_memo.get(key)
-    if buckets is None:
-        if len(_bucket_memo) >= _BUCKET_MEMO_ENTRIES:
-            _bucket_memo.clear()
-        buckets = _bucket_memo[key] = _build_buckets(subject, now_s)
-    return buckets
-
-
-def _build_buckets(subject: LimitSubject, now_s: float) -> tuple[Bucket, ...]:
+    """Every bucket the subject's request must fit, API key first (its limits are usually tighter)."""
     user = f"{{u:{subject.user_id}}}"
     buckets: list[Bucket] = []
     if subject.api_key_id is not None:
