@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from ziggurat.connection.broker.base import Delivery, Job, JobQueue, Priority
+from ziggurat.connection.job_spans import describe_end, job_attributes, request_attributes
 from ziggurat.connection.streams.base import AppendStatus, Claim, EventStreams
 from ziggurat.connection.streams.publisher import JobWriter, StreamClosed, StreamPublisher
 from ziggurat.errors import ZigguratError
 from ziggurat.model.engine import Engine, FinishReason, GenerationEnd, GenerationRequest, Usage
 from ziggurat.telemetry import get_logger
-from ziggurat.tracing.base import NO_TRACER, Attributes, Span, Tracer
+from ziggurat.tracing.base import NO_TRACER, Tracer
 
 log = get_logger(__name__)
 
@@ -226,7 +227,7 @@ class Worker:
         job = delivery.job
         # The parent is the gateway's submit span (a new trace when the job carries none).
         with self._tracer.span(
-            "job", kind="consumer", parent=job.trace_context, attributes=_job_attributes(job)
+            "job", kind="consumer", parent=job.trace_context, attributes=job_attributes(job)
         ):
             await self._serve_job(delivery)
 
@@ -294,12 +295,8 @@ class Worker:
         self._observer.job_settled(self._model, outcome)
 
     async def _run(self, delivery: Delivery, claim: Claim, writer: JobWriter) -> None:
-        """Generate in this task; a stop request (the stream's cancel) interrupts it.
-
-        The generation runs here rather than in a task of its own raced against the
-        watcher with `asyncio.wait`: that cost a task, a wait and a loop hop before the
-        first token of every job.
-        """
+        """Generate in this task (not a task raced with `asyncio.wait`: one hop fewer per job);
+        a stop request (the stream's cancel) interrupts it."""
         job_id = delivery.job.job_id
         task = asyncio.current_task()
         assert task is not None
@@ -331,10 +328,10 @@ class Worker:
     async def _generate(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
         """Relay the engine's answer (inside the `engine.generate` span) and report how the job ended."""
         if self._tracer.is_enabled:
-            with self._tracer.span("engine.generate", attributes=_request_attributes(request)) as span:
+            with self._tracer.span("engine.generate", attributes=request_attributes(request)) as span:
                 end = await self._relay(request, claim, writer)
                 if end is not None:
-                    _describe_end(span, end)
+                    describe_end(span, end)
         else:
             end = await self._relay(request, claim, writer)
         self._observer.job_settled(self._model, "superseded" if end is None else _OUTCOMES[end.finish_reason])
@@ -374,33 +371,6 @@ def _queue_wait_s(job: Job) -> float | None:
     if job.enqueued_at <= 0:
         return None
     return max(0.0, time.time() - job.enqueued_at)
-
-
-def _job_attributes(job: Job) -> Attributes:
-    return {
-        "ziggurat.job_id": job.job_id,
-        "ziggurat.priority": job.priority.name.lower(),
-        "gen_ai.request.model": job.request.model,
-    }
-
-
-def _request_attributes(request: GenerationRequest) -> Attributes:
-    attributes: dict[str, str | int | bool] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": request.model,
-        "ziggurat.resumed": bool(request.continuation),
-    }
-    if request.params.max_tokens is not None:
-        attributes["gen_ai.request.max_tokens"] = request.params.max_tokens
-    return attributes
-
-
-def _describe_end(span: Span, end: GenerationEnd) -> None:
-    span.set_attribute("gen_ai.usage.input_tokens", end.usage.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", end.usage.completion_tokens)
-    span.set_attribute("gen_ai.response.finish_reasons", [end.finish_reason])
-    if end.finish_reason == "error":
-        span.set_error("generation_failed")
 
 
 async def _settle(*tasks: asyncio.Task[None]) -> None:

@@ -45,7 +45,7 @@ from ziggurat.model.engine import (
     estimate_tokens,
 )
 from ziggurat.model.engines.openai_capacity import CapacityTracker, LoadPolicy, LoadPoller, total_stats
-from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool
+from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool, RequestVerdict
 from ziggurat.model.engines.openai_wire import (
     SseDecoder,
     StreamState,
@@ -239,8 +239,8 @@ class OpenAIEngine:
             tried.append(endpoint)
             # One upstream request, inlined rather than a generator of its own: each generator
             # layer costs a resumption per token. Its verdict goes to the endpoint's breaker
-            # however it ends (`_Verdict`).
-            verdict = _Verdict(endpoint)
+            # however it ends (`RequestVerdict`).
+            verdict = RequestVerdict(endpoint)
             try:
                 first_token_at = _earliest(loop.time() + self._relay.first_token_timeout_s, deadline)
                 response = await self._open_stream(
@@ -367,34 +367,6 @@ class OpenAIEngine:
             endpoint.is_healthy = False
             self._capacity.refresh()
         log.warning("openai_engine_request_failed", extra={"base_url": endpoint.safe_url, "reason": reason})
-
-
-class _Verdict:
-    """How one upstream request went, for its endpoint's in-flight count and circuit breaker.
-
-    `is_ok`: True (answered, or refused a bad request: not the server's fault), False
-    (failed), None (busy, or cut short by our side: a success if text had come, else
-    no verdict).
-    """
-
-    __slots__ = ("endpoint", "has_text", "is_ok")
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.has_text = False
-        self.is_ok: bool | None = None
-        endpoint.in_flight += 1
-
-    def settle(self) -> None:
-        endpoint = self.endpoint
-        endpoint.in_flight -= 1
-        breaker = endpoint.breaker
-        if self.is_ok or (self.is_ok is None and self.has_text):
-            breaker.record_success()
-        elif self.is_ok is False:
-            breaker.record_failure()
-        else:
-            breaker.release()
 
 
 def _earliest(moment: float, deadline: float | None) -> float:

@@ -152,3 +152,31 @@ def _metrics_url(base: URL) -> URL:
     path = base.path.rstrip("/")
     root = path[: -len("/v1")] if path.endswith("/v1") else path
     return base.with_path(root + "/metrics").with_query(base.query)
+
+
+class RequestVerdict:
+    """How one upstream request went, for its endpoint's in-flight count and circuit breaker.
+
+    `is_ok`: True (answered, or refused a bad request: not the server's fault), False
+    (failed), None (busy, or cut short by our side: a success if text had come, else
+    no verdict).
+    """
+
+    __slots__ = ("endpoint", "has_text", "is_ok")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.has_text = False
+        self.is_ok: bool | None = None
+        endpoint.in_flight += 1
+
+    def settle(self) -> None:
+        endpoint = self.endpoint
+        endpoint.in_flight -= 1
+        breaker = endpoint.breaker
+        if self.is_ok or (self.is_ok is None and self.has_text):
+            breaker.record_success()
+        elif self.is_ok is False:
+            breaker.record_failure()
+        else:
+            breaker.release()
