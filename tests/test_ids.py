@@ -10,7 +10,8 @@ def test_ids_are_version_4_uuids_in_both_forms() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
     assert len(new_id_hex()) == 32
-    assert str(uuid.UUID(text := new_id_text())) == text
+    text = new_id_text()
+    assert str(uuid.UUID(text)) == text
 
 
 def test_ids_do_not_repeat_across_buffer_refills() -> None:

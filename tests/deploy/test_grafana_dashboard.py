@@ -69,6 +69,8 @@ def test_the_dashboard_covers_what_operators_watch(dashboard: dict[str, Any]) ->
         "ziggurat_errors_total",
         "ziggurat_engine_batch_size",
         "ziggurat_engine_kv_cache_usage_ratio",
+        "ziggurat_engine_endpoint_up",
+        "ziggurat_engine_endpoint_in_flight",
     ):
         assert name in queried, name
     for histogram in ("time_to_first_token", "inter_token_latency", "e2e_request_latency"):

@@ -176,6 +176,31 @@ class StatsReporter(Protocol):
     def stats(self) -> EngineStats: ...
 
 
+@dataclass(slots=True, frozen=True)
+class EndpointStats:
+    """A reading of one server behind a remote engine (for metrics); None where the server cannot tell.
+
+    `endpoint`: its URL without credentials. `limit`: how many generations the engine
+    sends it now (its share of the capacity). `breaker`: `closed`, `open` or `half_open`.
+    """
+
+    endpoint: str
+    is_healthy: bool
+    breaker: str
+    in_flight: int
+    limit: int
+    running: int | None = None
+    waiting: int | None = None
+    kv_cache_usage: float | None = None
+
+
+@runtime_checkable
+class EndpointReporter(Protocol):
+    """An optional capability of engines in front of several servers: a reading of each (at scrape time)."""
+
+    def endpoint_stats(self) -> Sequence[EndpointStats]: ...
+
+
 _ASCII_CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
 

@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ziggurat.connection.broker.base import Priority
-from ziggurat.model.engine import Engine, StatsReporter
+from ziggurat.model.engine import EndpointReporter, Engine, StatsReporter
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
@@ -96,6 +96,43 @@ class _EngineCollector(Collector):
             if stats.kv_cache_usage is not None:
                 kv_cache.add_metric(model, stats.kv_cache_usage)
         yield from (capacity, running, waiting, batch, kv_cache)
+        yield from _endpoint_families(self._engines)
+
+
+def _endpoint_families(engines: Sequence[Engine]) -> Iterator[GaugeMetricFamily]:
+    """Per server behind a remote engine (`EndpointReporter`): which one is down, full or refused."""
+
+    def family(name: str, documentation: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, documentation, labels=["model", "endpoint"])
+
+    up = family("ziggurat_engine_endpoint_up", "1 when the server passed its last probe or request")
+    breaker_open = family(
+        "ziggurat_engine_endpoint_breaker_open", "1 while the server's circuit breaker is open or half-open"
+    )
+    in_flight = family("ziggurat_engine_endpoint_in_flight", "Generations this process has sent the server")
+    limit = family("ziggurat_engine_endpoint_limit", "Generations this process may send the server now")
+    running = family("ziggurat_engine_endpoint_running", "Sequences the server reports running (all clients)")
+    waiting = family("ziggurat_engine_endpoint_waiting", "Requests the server reports queued (all clients)")
+    kv_cache = family(
+        "ziggurat_engine_endpoint_kv_cache_usage_ratio", "Share of the server's KV cache in use (0-1)"
+    )
+    for engine in engines:
+        if not isinstance(engine, EndpointReporter):
+            continue
+        for reading in engine.endpoint_stats():
+            labels = [engine.info.name, reading.endpoint]
+            up.add_metric(labels, 1 if reading.is_healthy else 0)
+            breaker_open.add_metric(labels, 0 if reading.breaker == "closed" else 1)
+            in_flight.add_metric(labels, reading.in_flight)
+            limit.add_metric(labels, reading.limit)
+            for target, value in (
+                (running, reading.running),
+                (waiting, reading.waiting),
+                (kv_cache, reading.kv_cache_usage),
+            ):
+                if value is not None:
+                    target.add_metric(labels, value)
+    yield from (up, breaker_open, in_flight, limit, running, waiting, kv_cache)
 
 
 class Metrics:

@@ -8,12 +8,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.model.engines.fake_vllm import MODEL, FakeVLLM, running_vllm
 from ziggurat.model.engine import ChatMessage, GenerationEnd, GenerationRequest, SamplingParams, TextDelta
 from ziggurat.model.engines.openai import OpenAIEngine
 from ziggurat.model.engines.openai_capacity import LoadPolicy, UpstreamLoad, parse_load
 from ziggurat.model.engines.openai_endpoints import EndpointConfig
+from ziggurat.service.metrics import Metrics
 
 POLL_S = 0.05
 
@@ -241,3 +243,46 @@ async def test_relays_sampling_controls_and_maps_upstream_logprobs(fake: FakeVLL
         assert "logprobs" not in fake.bodies[-1] and "top_k" not in fake.bodies[-1]
     finally:
         await engine.aclose()
+
+
+async def test_each_server_is_in_the_metrics_with_its_health_load_and_our_requests() -> None:
+    async with AsyncExitStack() as stack:
+        sick = await stack.enter_async_context(running_vllm())
+        well = await stack.enter_async_context(running_vllm())
+        well.hold, well.waiting = True, 2
+        engine = OpenAIEngine(
+            endpoints=[EndpointConfig(fake.base_url, max_concurrency=4) for fake in (sick, well)],
+            remote_model=MODEL,
+            served_name="served",
+            max_concurrency=8,
+            timeout_s=5.0,
+            load=LoadPolicy(interval_s=POLL_S),
+        )
+        metrics = Metrics()
+        metrics.watch_engines([engine])
+        await engine.start()
+        try:
+            sick.healthy = False
+            await until(lambda: engine.available_capacity == 2)  # the sick one's share gone, 2 queued
+            stream = engine.generate(request())
+            assert isinstance(await anext(stream), TextDelta)  # held open on the well server
+            scraped = {
+                (sample.name, sample.labels["endpoint"]): sample.value
+                for family in text_string_to_metric_families(metrics.render().decode())
+                for sample in family.samples
+                if sample.name.startswith("ziggurat_engine_endpoint_")
+            }
+            sick_url, well_url = (reading.endpoint for reading in engine.endpoint_stats())
+            assert "@" not in well_url and well_url.startswith("http://127.0.0.1:")
+            assert scraped[("ziggurat_engine_endpoint_up", sick_url)] == 0
+            assert scraped[("ziggurat_engine_endpoint_up", well_url)] == 1
+            assert scraped[("ziggurat_engine_endpoint_in_flight", well_url)] == 1
+            assert scraped[("ziggurat_engine_endpoint_in_flight", sick_url)] == 0
+            assert scraped[("ziggurat_engine_endpoint_waiting", well_url)] == 2
+            assert scraped[("ziggurat_engine_endpoint_limit", well_url)] == 2  # 4 minus the 2 it queues
+            assert scraped[("ziggurat_engine_endpoint_breaker_open", well_url)] == 0
+            well.release.set()
+            events = [event async for event in stream]
+            assert isinstance(events[-1], GenerationEnd)
+        finally:
+            await engine.aclose()

@@ -36,6 +36,7 @@ from ziggurat.errors import ConfigurationError, InvalidRequest, UpstreamFailed, 
 from ziggurat.model.breaker import CircuitBreaker
 from ziggurat.model.engine import (
     ChatMessage,
+    EndpointStats,
     EngineStats,
     GenerationEnd,
     GenerationEvent,
@@ -44,7 +45,13 @@ from ziggurat.model.engine import (
     TextDelta,
     estimate_tokens,
 )
-from ziggurat.model.engines.openai_capacity import CapacityTracker, LoadPolicy, LoadPoller, total_stats
+from ziggurat.model.engines.openai_capacity import (
+    CapacityTracker,
+    LoadPolicy,
+    LoadPoller,
+    endpoint_stats,
+    total_stats,
+)
 from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool, RequestVerdict
 from ziggurat.model.engines.openai_wire import (
     SseDecoder,
@@ -190,6 +197,9 @@ class OpenAIEngine:
     def stats(self) -> EngineStats:
         """The servers' own figures where they publish them (theirs include other clients' requests)."""
         return total_stats(self._pool.endpoints)
+
+    def endpoint_stats(self) -> list[EndpointStats]:
+        return [endpoint_stats(endpoint) for endpoint in self._pool.endpoints]
 
     @property
     def is_ready(self) -> bool:

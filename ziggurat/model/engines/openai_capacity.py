@@ -34,7 +34,7 @@ from typing import Final
 import aiohttp
 
 from ziggurat.model.breaker import BreakerState
-from ziggurat.model.engine import EngineStats
+from ziggurat.model.engine import EndpointStats, EngineStats
 from ziggurat.model.engines.openai_endpoints import Endpoint
 from ziggurat.model.engines.openai_wire import describe_failure, lists_model
 
@@ -152,6 +152,21 @@ def endpoint_limit(endpoint: Endpoint, policy: LoadPolicy, *, any_healthy: bool,
     if load.waiting:
         return max(0, limit - load.waiting)
     return limit
+
+
+def endpoint_stats(endpoint: Endpoint) -> EndpointStats:
+    """One server as metrics show it: our view (health, breaker, requests in flight, limit) and its own."""
+    load = endpoint.load
+    return EndpointStats(
+        endpoint=endpoint.safe_url,
+        is_healthy=endpoint.is_healthy,
+        breaker=endpoint.breaker.state.value,
+        in_flight=endpoint.in_flight,
+        limit=endpoint.limit,
+        running=load.running if load is not None else None,
+        waiting=load.waiting if load is not None else None,
+        kv_cache_usage=load.kv_cache_usage if load is not None else None,
+    )
 
 
 def total_stats(endpoints: Sequence[Endpoint]) -> EngineStats:
