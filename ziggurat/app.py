@@ -11,10 +11,9 @@ import asyncio
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -63,51 +62,15 @@ from ziggurat.service.routing.policy import RoutingPolicy
 from ziggurat.supervisor import Supervisor
 from ziggurat.telemetry import get_logger
 from ziggurat.tracing.base import NO_TRACER, Tracer, open_tracer
-
-if TYPE_CHECKING:
-    pass
+from ziggurat.worker_lifecycle import (
+    Advertiser,
+    FatalHandler,
+    drain_when_asked,
+    start_and_run_worker,
+    stop_worker,
+)
 
 log = get_logger(__name__)
-
-FatalHandler = Callable[[str], None]
-
-
-async def _start_and_run_worker(
-    engine: Engine, worker: Worker, on_fatal: FatalHandler, advertise: Advertiser = None
-) -> None:
-    """Load the model off the request path, then serve jobs; readiness flips when loaded."""
-    try:
-        await engine.start()
-    except ConfigurationError as exc:
-        log.error("engine_failed_to_start", model=engine.info.name, error=str(exc))
-        on_fatal(str(exc))
-        return
-    log.info("engine_ready", model=engine.info.name, engine=engine.info.engine)
-    if advertise is None:
-        await worker.run()
-        return
-    advertising = asyncio.create_task(advertise(engine))
-    try:
-        await worker.run()
-    finally:
-        advertising.cancel()
-        with suppress(asyncio.CancelledError):
-            await advertising
-
-
-async def _drain_when_asked(worker: Worker, draining: Draining) -> None:
-    await draining.wait_begun()
-    await worker.drain(deadline=draining.deadline)
-
-
-async def _stop_worker(worker: Worker, draining: Draining, is_shared_queue: bool) -> None:
-    """At shutdown: jobs from a shared queue get what is left of the grace period, then go back to it.
-
-    In one process the streams that read them have ended (or were cut) by
-    now, so they are released at once.
-    """
-    draining.begin()  # a no-op after SIGTERM; otherwise (plain uvicorn, tests) shutdown starts it
-    await worker.drain(deadline=draining.deadline if is_shared_queue else 0.0)
 
 
 async def _purge_periodically(application: Application, settings: Settings) -> None:
@@ -197,20 +160,18 @@ async def open_services(
             metrics.watch_worker(engine.info.name, lambda: worker.active_jobs)
             metrics.watch_engines([engine])
             supervisor.spawn(
-                _start_and_run_worker(
-                    engine, worker, on_fatal, _advertiser(redis_client, settings, instance)
-                ),
+                start_and_run_worker(engine, worker, on_fatal, _advertiser(redis_client, settings, instance)),
                 name=f"worker-{engine.info.name}",
             )
             draining.watch(lambda: worker.active_jobs)
             is_shared_queue = settings.broker_url is not None
             # Unwound before the publisher and the engine close: the jobs in flight still need both.
-            stack.push_async_callback(_stop_worker, worker, draining, is_shared_queue)
+            stack.push_async_callback(stop_worker, worker, draining, is_shared_queue)
             if is_shared_queue:
                 # Other workers share the queue: stop taking jobs as soon as draining starts, so
                 # the queued ones go to them. In one process this worker serves the streams that
-                # are draining, so it takes jobs until they are done (`_stop_worker`).
-                supervisor.spawn(_drain_when_asked(worker, draining), name=f"drain-{engine.info.name}")
+                # are draining, so it takes jobs until they are done (`stop_worker`).
+                supervisor.spawn(drain_when_asked(worker, draining), name=f"drain-{engine.info.name}")
 
         models: ModelDirectory
         if engine is not None and settings.role == "all":
@@ -308,9 +269,6 @@ def _keeping(settings: Settings, redis_client: Redis | None, instance: str) -> K
         lease_ttl_s=conversations.reply_lease_s,
         recovery_grace_s=conversations.recovery_grace_s,
     )
-
-
-Advertiser = Callable[[Engine], Coroutine[None, None, None]] | None
 
 
 def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -> Advertiser:
