@@ -196,11 +196,12 @@ async def main(args: argparse.Namespace) -> None:
         key = await ziggurat_api_key(base)
         # Both stay up; each round measures the relay, then the gateway, so that every ratio
         # compares two measurements taken seconds apart (this VM's speed drifts by ±15%).
+        profile = args.profile  # the first round's gateway only: one profile is enough
         for _ in range(args.rounds):
             baseline = await measure(
                 psutil.Process(relay.pid), f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}, args
             )
-            profiler = _start_profiler(gateway.pid, args.profile) if args.profile else None
+            profiler = _start_profiler(gateway.pid, profile) if profile else None
             ours = await measure(
                 psutil.Process(gateway.pid),
                 base + "/v1/chat/completions",
@@ -210,7 +211,7 @@ async def main(args: argparse.Namespace) -> None:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(timeout=30)
-                args.profile = None  # one profile is enough
+                profile = None
             rounds.append(
                 {
                     "bare_relay": baseline,

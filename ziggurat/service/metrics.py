@@ -14,6 +14,7 @@ hot path never updates a gauge for them. The dashboard and alert rules in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -73,9 +74,7 @@ class _EngineCollector(Collector):
         self._engines = engines
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        def family(name: str, documentation: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, documentation, labels=["model"])
-
+        family = partial(GaugeMetricFamily, labels=["model"])
         capacity = family("ziggurat_engine_capacity", "Generations the engine may run at once")
         running = family("ziggurat_engine_running", "Generations holding an engine slot now")
         waiting = family("ziggurat_engine_waiting", "Generations accepted by the engine, not yet running")
@@ -102,9 +101,7 @@ class _EngineCollector(Collector):
 def _endpoint_families(engines: Sequence[Engine]) -> Iterator[GaugeMetricFamily]:
     """Per server behind a remote engine (`EndpointReporter`): which one is down, full or refused."""
 
-    def family(name: str, documentation: str) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, documentation, labels=["model", "endpoint"])
-
+    family = partial(GaugeMetricFamily, labels=["model", "endpoint"])
     up = family("ziggurat_engine_endpoint_up", "1 when the server passed its last probe or request")
     breaker_open = family(
         "ziggurat_engine_endpoint_breaker_open", "1 while the server's circuit breaker is open or half-open"

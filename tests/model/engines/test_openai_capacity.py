@@ -20,7 +20,12 @@ from ziggurat.service.metrics import Metrics
 POLL_S = 0.05
 
 
-def engine_for(*fakes: FakeVLLM, max_concurrency: int = 8, **endpoint: Any) -> OpenAIEngine:
+def engine_for(
+    *fakes: FakeVLLM, max_concurrency: int = 8, server_max_concurrency: int | None = None, **endpoint: Any
+) -> OpenAIEngine:
+    """`server_max_concurrency`: each server's own limit (`EndpointConfig.max_concurrency`)."""
+    if server_max_concurrency is not None:
+        endpoint["max_concurrency"] = server_max_concurrency
     return OpenAIEngine(
         endpoints=[EndpointConfig(fake.base_url, **endpoint) for fake in fakes],
         remote_model=MODEL,
@@ -136,14 +141,7 @@ async def test_an_unhealthy_endpoint_is_skipped_and_its_share_of_capacity_goes()
     async with AsyncExitStack() as stack:
         sick = await stack.enter_async_context(running_vllm())
         well = await stack.enter_async_context(running_vllm())
-        engine = OpenAIEngine(
-            endpoints=[EndpointConfig(fake.base_url, max_concurrency=4) for fake in (sick, well)],
-            remote_model=MODEL,
-            served_name="served",
-            max_concurrency=8,
-            timeout_s=5.0,
-            load=LoadPolicy(interval_s=POLL_S),
-        )
+        engine = engine_for(sick, well, max_concurrency=8, server_max_concurrency=4)
         await engine.start()
         try:
             assert engine.available_capacity == 8
@@ -250,14 +248,7 @@ async def test_each_server_is_in_the_metrics_with_its_health_load_and_our_reques
         sick = await stack.enter_async_context(running_vllm())
         well = await stack.enter_async_context(running_vllm())
         well.hold, well.waiting = True, 2
-        engine = OpenAIEngine(
-            endpoints=[EndpointConfig(fake.base_url, max_concurrency=4) for fake in (sick, well)],
-            remote_model=MODEL,
-            served_name="served",
-            max_concurrency=8,
-            timeout_s=5.0,
-            load=LoadPolicy(interval_s=POLL_S),
-        )
+        engine = engine_for(sick, well, max_concurrency=8, server_max_concurrency=4)
         metrics = Metrics()
         metrics.watch_engines([engine])
         await engine.start()

@@ -52,7 +52,7 @@ class JobWriter:
     async def write(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> None:
         """Buffer one engine delta; its `logprobs`, when the request asked for them, travel with it."""
         if self.add(text, logprobs):
-            await self.publisher.write_now(self, [])
+            await self.flush()
 
     def add(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> bool:
         """`write` without the await: True when the caller must `await flush()` now.
