@@ -17,6 +17,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -67,10 +68,8 @@ def postgres_database_url() -> Iterator[str]:
     try:
         asyncio.run(_create_database(server, name))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"PostgreSQL is unreachable at {server.render_as_string()}: {exc!r}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason + " (set ZIGGURAT_TEST_POSTGRES_URL, or CI=true to fail instead)")
+        hint = "(set ZIGGURAT_TEST_POSTGRES_URL, or CI=true to fail instead)"
+        require_service("PostgreSQL", server.render_as_string(), exc, hint=hint)
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
@@ -91,12 +90,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def require_service(name: str, url: str, error: BaseException) -> None:
-    """Fail under `CI=true`, skip with the reason elsewhere: a missing service must never pass silently."""
-    reason = f"{name} is unreachable at {url}: {error!r}"
+def unavailable(reason: str, *, hint: str = "") -> NoReturn:
+    """Fail under `CI=true`, skip with the reason (and `hint`) elsewhere: a missing service or
+    tool must never pass silently."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
-    pytest.skip(reason)
+    pytest.skip(f"{reason} {hint}" if hint else reason)
+
+
+def require_service(name: str, url: str, error: BaseException, *, hint: str = "") -> NoReturn:
+    unavailable(f"{name} is unreachable at {url}: {error!r}", hint=hint)
 
 
 async def _redis_answers(url: str) -> None:

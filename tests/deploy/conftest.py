@@ -7,7 +7,6 @@ breaks these tests instead of a dashboard panel in production.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import unavailable
 from tests.connection.http.conftest import demo_settings, register
 from tests.server import running_server
 
@@ -64,10 +64,7 @@ def promtool() -> str:
     """The `promtool` binary (Debian: `apt-get install prometheus`); its absence fails under `CI=true`."""
     path = shutil.which("promtool")
     if path is None:
-        reason = "promtool is not installed (Debian/Ubuntu: apt-get install prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable("promtool is not installed (Debian/Ubuntu: apt-get install prometheus)")
     return path
 
 

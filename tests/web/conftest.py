@@ -18,11 +18,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import pytest
 
+from tests.conftest import unavailable
 from tests.server import RunningServer, running_server
 from tests.web.engines import WebScriptedEngine
 from ziggurat import app as app_module
@@ -39,10 +40,8 @@ PASSWORD = "correct horse battery"
 ADMIN_EMAIL = "admin@example.com"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (browser tests must run under CI=true)")
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(f"{reason} (browser tests must run under CI=true)")
 
 
 @pytest.fixture(scope="package")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.connection.http.inprocess import app_client, app_settings, assert_error
 from ziggurat.app import build_app
-from ziggurat.connection.http.web import CONTENT_SECURITY_POLICY, PACKAGED_ROOT, is_client_route
+from ziggurat.connection.http.web import CONTENT_SECURITY_POLICY, is_client_route
 from ziggurat.connection.http.web_assets import WebBundle
 
 INDEX = """<!doctype html><html><head>
@@ -181,7 +181,6 @@ def test_client_routes_exclude_the_api_and_files() -> None:
     assert not is_client_route("/favicon.ico/") and not is_client_route("/api/")
 
 
-@pytest.mark.skipif(not (PACKAGED_ROOT / "index.html").is_file(), reason="the SPA is not in ziggurat/web yet")
 async def test_the_packaged_app_is_served_and_every_asset_it_names_resolves(tmp_path: Path) -> None:
     async with app_client(build_app(app_settings(tmp_path, _sqlite(tmp_path)))) as client:
         page = await client.get("/")
