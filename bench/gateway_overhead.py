@@ -166,6 +166,12 @@ async def main(args: argparse.Namespace) -> None:
         relay = start_process([PYTHON, str(HERE / "bare_relay.py"), str(relay_port), upstream_url])
         processes.append(relay)
         await wait_http(f"http://127.0.0.1:{relay_port}/")
+        floor = None
+        if args.framework_floor:
+            floor_port = free_port()
+            floor = start_process([PYTHON, str(HERE / "fastapi_relay.py"), str(floor_port), upstream_url])
+            processes.append(floor)
+            await wait_http(f"http://127.0.0.1:{floor_port}/")
         data_dir = tempfile.mkdtemp(prefix="ziggurat-bench-")
         extra_env = dict(item.split("=", 1) for item in os.environ.get("BENCH_GATEWAY_ENV", "").split())
         gateway = start_process(
@@ -201,6 +207,11 @@ async def main(args: argparse.Namespace) -> None:
             baseline = await measure(
                 psutil.Process(relay.pid), f"http://127.0.0.1:{relay_port}/v1/chat/completions", {}, args
             )
+            framework = None
+            if floor is not None:
+                framework = await measure(
+                    psutil.Process(floor.pid), f"http://127.0.0.1:{floor_port}/v1/chat/completions", {}, args
+                )
             profiler = _start_profiler(gateway.pid, profile) if profile else None
             ours = await measure(
                 psutil.Process(gateway.pid),
@@ -212,20 +223,23 @@ async def main(args: argparse.Namespace) -> None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(timeout=30)
                 profile = None
-            rounds.append(
-                {
-                    "bare_relay": baseline,
-                    "ziggurat": ours,
-                    "cpu_ratio_vs_bare": round(ours["cpu_s"] / baseline["cpu_s"], 2),
-                    "ttfb_p50_added_ms": round(ours["ttfb_p50_ms"] - baseline["ttfb_p50_ms"], 2),
-                }
-            )
+            entry = {
+                "bare_relay": baseline,
+                "ziggurat": ours,
+                "cpu_ratio_vs_bare": round(ours["cpu_s"] / baseline["cpu_s"], 2),
+                "ttfb_p50_added_ms": round(ours["ttfb_p50_ms"] - baseline["ttfb_p50_ms"], 2),
+            }
+            if framework is not None:
+                entry["fastapi_relay"] = framework
+                entry["fastapi_relay_cpu_ratio_vs_bare"] = round(framework["cpu_s"] / baseline["cpu_s"], 2)
+            rounds.append(entry)
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=10)
     ratios = [entry["cpu_ratio_vs_bare"] for entry in rounds]
     added = [entry["ttfb_p50_added_ms"] for entry in rounds]
+    floors = [entry["fastapi_relay_cpu_ratio_vs_bare"] for entry in rounds if "fastapi_relay" in entry]
     write_result(
         "gateway_overhead",
         {
@@ -239,6 +253,11 @@ async def main(args: argparse.Namespace) -> None:
             "cpu_ratio_vs_bare": round(statistics.median(ratios), 2),
             "ttfb_p50_added_ms_by_round": added,
             "ttfb_p50_added_ms": round(statistics.median(added), 2),
+            **(
+                {"fastapi_relay_cpu_ratios": floors, "fastapi_relay_cpu_ratio_vs_bare": statistics.median(floors)}
+                if floors
+                else {}
+            ),
         },
     )
 
@@ -252,7 +271,7 @@ def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
     py_spy = Path(PYTHON).with_name("py-spy")
     native = ["--native"] if os.environ.get("PROFILE_NATIVE") else []  # C frames too (uvloop, syscalls)
-    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *native]
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", os.environ.get("PROFILE_RATE", "200"), *native]
     command += ["-o", output]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -269,6 +288,11 @@ if __name__ == "__main__":
     parser.add_argument("--inter-token-s", type=float, default=0.02)
     parser.add_argument(
         "--limits", action=argparse.BooleanOptionalAction, default=True, help="every rate limit and quota on"
+    )
+    parser.add_argument(
+        "--framework-floor",
+        action="store_true",
+        help="also measure bench/fastapi_relay.py (the leanest FastAPI relay) each round",
     )
     parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway (collapsed stacks)")
     asyncio.run(main(parser.parse_args()))

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -108,6 +109,7 @@ def check_topology(settings: Settings) -> None:
 
 
 MODEL_REFRESH_S = 2.0
+_NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 MODEL_ADVERTISE_TTL_S = 15.0
 
 
@@ -343,7 +345,10 @@ def build_app(
             if tracer.is_enabled:
                 await asyncio.to_thread(tracer.shutdown)  # exports the spans still buffered
 
-    app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan)
+    # FastAPI's native OpenTelemetry stays off: ziggurat traces with its own provider
+    # (tracing/otel.py), and the native hook otherwise inspects the global providers on
+    # every request only to find them unset.
+    app = FastAPI(title="ziggurat", version=__version__, lifespan=lifespan, telemetry=_NO_NATIVE_TELEMETRY)
     app.state.draining = draining
     install_error_handlers(app, metrics=metrics)
     if settings.role != "worker":  # a worker serves only its health and metrics
