@@ -13,7 +13,9 @@ process's CPU seconds (user + system) and the time to first byte seen by the cli
 Command: `.venv/bin/python bench/gateway_overhead.py [--concurrency 200] [--requests 1000]
 [--tokens 64] [--inter-token-s 0.02] [--rate R] [--rounds N] [--no-limits] [--profile FILE]` (limits,
 metrics and routing are on unless `--no-limits`; `--rounds N` measures relay then gateway N times
-with both running and reports the medians; `PROFILE_NATIVE=1` adds C frames to the profile;
+with both running and reports the medians; `--framework-floor` also measures bench/fastapi_relay.py,
+the leanest FastAPI relay, each round; `PROFILE_NATIVE=1` adds C frames to the profile, `PROFILE_RATE`
+sets its samples per second;
 `BENCH_GATEWAY_ENV="K=V ..."` passes settings to the gateway).
 Output: JSON in bench/results/.
 """
@@ -254,7 +256,10 @@ async def main(args: argparse.Namespace) -> None:
             "ttfb_p50_added_ms_by_round": added,
             "ttfb_p50_added_ms": round(statistics.median(added), 2),
             **(
-                {"fastapi_relay_cpu_ratios": floors, "fastapi_relay_cpu_ratio_vs_bare": statistics.median(floors)}
+                {
+                    "fastapi_relay_cpu_ratios": floors,
+                    "fastapi_relay_cpu_ratio_vs_bare": statistics.median(floors),
+                }
                 if floors
                 else {}
             ),
@@ -271,7 +276,8 @@ def _start_profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy samples the gateway while it serves the load; collapsed stacks go to `output`."""
     py_spy = Path(PYTHON).with_name("py-spy")
     native = ["--native"] if os.environ.get("PROFILE_NATIVE") else []  # C frames too (uvloop, syscalls)
-    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", os.environ.get("PROFILE_RATE", "200"), *native]
+    rate = os.environ.get("PROFILE_RATE", "200")
+    command = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", rate, *native]
     command += ["-o", output]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

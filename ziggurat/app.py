@@ -48,7 +48,7 @@ from ziggurat.connection.http.web import install_web
 from ziggurat.connection.http.ws import router as ws_router
 from ziggurat.connection.leases import RedisLeases
 from ziggurat.connection.models import EngineModels, ModelDirectory, RedisModels, StaticModels
-from ziggurat.connection.streams.publisher import StreamPublisher
+from ziggurat.connection.streams.publisher import StreamPublisher, flush_interval_for
 from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.engines import build_engine
 from ziggurat.errors import ConfigurationError
@@ -145,9 +145,8 @@ async def open_services(
             engine = build_engine(settings)
             stack.push_async_callback(engine.aclose)
             health_service.add_check("engine", _readiness_of(engine))
-            publisher = StreamPublisher(
-                broker.streams, flush_interval_s=settings.broker.stream_flush_interval_s
-            )
+            flush_s = flush_interval_for(engine, settings.broker.stream_flush_interval_s)
+            publisher = StreamPublisher(broker.streams, flush_interval_s=flush_s)
             stack.push_async_callback(publisher.aclose)
             worker = Worker(
                 jobs=broker.jobs,

@@ -144,7 +144,10 @@ class BrokerSettings(BaseModel):
         default=0.1,
         ge=0,
         le=1,
-        description="Workers coalesce a job's tokens over this window (0: every token).",
+        description=(
+            "Workers coalesce a job's tokens over this window (0: every token); the remote engine"
+            " reads each answer's socket once per window after its first token."
+        ),
     )
     first_event_timeout_s: PositiveFloat = Field(
         default=130.0, description="A reader gives up when a job shows no sign of starting within this."

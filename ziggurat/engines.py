@@ -82,12 +82,16 @@ def build_engine(settings: Settings) -> Engine:
                 cuda_graphs=engine.cuda_graphs,
             )
         case "openai":
-            return build_openai_engine(engine, name)
+            return build_openai_engine(engine, name, read_interval_s=settings.broker.stream_flush_interval_s)
     raise ConfigurationError(f"Unknown engine kind {kind!r}.")
 
 
-def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
-    """The relay to remote servers: `openai_endpoints`, or the one `openai_base_url`."""
+def build_openai_engine(engine: EngineSettings, name: str, *, read_interval_s: float = 0.0) -> Engine:
+    """The relay to remote servers: `openai_endpoints`, or the one `openai_base_url`.
+
+    `read_interval_s` is the workers' coalescing window: the relay reads each answer at
+    that pace after its first text, so the coalescing happens at the socket.
+    """
     from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
     from ziggurat.model.engines.openai_capacity import LoadPolicy
     from ziggurat.model.engines.openai_endpoints import EndpointConfig
@@ -112,6 +116,7 @@ def build_openai_engine(engine: EngineSettings, name: str) -> Engine:
         max_attempts=engine.openai_max_attempts,
         breaker_failures=engine.openai_breaker_failures,
         breaker_cooldown_s=engine.openai_breaker_cooldown_s,
+        read_interval_s=read_interval_s,
     )
     return OpenAIEngine(
         base_url=engine.openai_base_url,

@@ -176,6 +176,18 @@ class StatsReporter(Protocol):
     def stats(self) -> EngineStats: ...
 
 
+@runtime_checkable
+class PacedReader(Protocol):
+    """An optional engine capability: it coalesces its own output after the first text.
+
+    Such an engine hands over what arrived once per `read_interval_s` (0: as it
+    arrives), so the worker need not hold text back again before writing it.
+    """
+
+    @property
+    def read_interval_s(self) -> float: ...
+
+
 @dataclass(slots=True, frozen=True)
 class EndpointStats:
     """A reading of one server behind a remote engine (for metrics); None where the server cannot tell.

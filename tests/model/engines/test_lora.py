@@ -37,7 +37,7 @@ def _build_adapter(base: Path, target: Path, seed: int, modules: list[str]) -> P
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
-                parameter.normal_(0, 0.5)
+                parameter.normal_(0, 1.0)
     peft_model.save_pretrained(str(target))
     return target
 

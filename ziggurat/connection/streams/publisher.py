@@ -15,10 +15,26 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from ziggurat.connection.streams.base import Appendable, AppendStatus, Chunk, EventStreams
-from ziggurat.model.engine import GenerationEnd, TokenLogprob
+from ziggurat.model.engine import Engine, GenerationEnd, PacedReader, TokenLogprob
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
+
+
+PACED_FLUSH_S = 0.005
+"""The publisher's window behind an engine that coalesces itself: long enough to batch the
+slices its streams hand over at one tick into one write, short enough to add no noticeable delay."""
+
+
+def flush_interval_for(engine: Engine, configured_s: float) -> float:
+    """The window a worker's publisher gathers tokens over, given its engine.
+
+    An engine that reads its upstream once per `configured_s` (`PacedReader`) has
+    coalesced already: gathering again for as long would add that delay twice.
+    """
+    if isinstance(engine, PacedReader) and engine.read_interval_s > 0:
+        return min(configured_s, PACED_FLUSH_S)
+    return configured_s
 
 
 class StreamClosed(Exception):

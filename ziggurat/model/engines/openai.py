@@ -65,6 +65,7 @@ from ziggurat.model.engines.openai_wire import (
     to_chat_completion_request,
 )
 from ziggurat.model.engines.read_deadline import ReadDeadline
+from ziggurat.model.engines.read_pacing import ReadTicker, pause_until_tick
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class RelayPolicy:
     max_attempts: int = 3
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    read_interval_s: float = 0.0
+    """After the first text, read each stream once per this interval (`read_pacing.py`); 0: as it arrives."""
 
     @classmethod
     def uniform(cls, timeout_s: float) -> RelayPolicy:
@@ -175,10 +178,17 @@ class OpenAIEngine:
             context_length=context_length,
         )
         self._session: aiohttp.ClientSession | None = None
+        interval = self._relay.read_interval_s
+        self._ticker = ReadTicker(interval) if interval > 0 else None
 
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    @property
+    def read_interval_s(self) -> float:
+        """How often a stream is read after its first text (0: as it arrives): the engine coalesces."""
+        return self._relay.read_interval_s
 
     @property
     def capacity(self) -> int:
@@ -306,6 +316,7 @@ class OpenAIEngine:
         decoder = SseDecoder()
         is_reusable = False
         guard = ReadDeadline()
+        ticker = self._ticker
         try:
             # The deadline holds only while reading, never while the consumer holds a text (at `yield`).
             with guard.reading():
@@ -322,6 +333,10 @@ class OpenAIEngine:
                             yield TextDelta(text, state.logprobs)
                     if not data:
                         break
+                    if ticker is not None and state.completion_chars and not state.is_done:
+                        # Texts after the first wait for the worker's next flush anyway: read them then.
+                        connection = response.connection
+                        await pause_until_tick(ticker, connection.transport if connection else None)
             is_reusable = await drain(response) if state.is_done else True
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(describe_failure(exc)) from exc

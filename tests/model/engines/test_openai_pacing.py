@@ -1,0 +1,109 @@
+"""The remote engine reading its upstream at a pace (RelayPolicy.read_interval_s) against a fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.model.engines.fake_openai import HELLO_TEXT, FakeOpenAI, running_fake
+from tests.model.engines.test_openai import collect, make_engine, make_request
+from ziggurat.connection.streams.publisher import PACED_FLUSH_S, flush_interval_for
+from ziggurat.errors import UpstreamFailed
+from ziggurat.model.engine import GenerationEnd, TextDelta
+from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
+
+INTERVAL_S = 0.2
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with running_fake() as state:
+        yield state
+
+
+def paced_engine(fake: FakeOpenAI, **policy: float) -> OpenAIEngine:
+    return make_engine(fake.base_url, relay=RelayPolicy(read_interval_s=INTERVAL_S, **policy))
+
+
+async def test_the_first_text_comes_at_once_and_the_rest_in_slices(fake: FakeOpenAI) -> None:
+    fake.scenario = "endless"  # a word every 10 ms
+    engine = paced_engine(fake)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    arrivals: list[float] = []
+    try:
+        async for event in engine.generate(make_request()):
+            assert isinstance(event, TextDelta)
+            arrivals.append(loop.time() - started)
+            if arrivals[-1] > 3 * INTERVAL_S:
+                break
+    finally:
+        await engine.aclose()
+
+    assert arrivals[0] < INTERVAL_S / 2  # time to first token is not paced
+    later = arrivals[1:]
+    reads = 1 + sum(1 for before, after in itertools.pairwise(later) if after - before > 0.004)
+    assert len(later) >= 20  # about 60 words in 0.6 s ...
+    assert reads <= 8  # ... read in one slice per tick (about 4), not one read per word (about 60)
+
+
+async def test_a_paced_answer_is_whole_and_its_connection_reused(fake: FakeOpenAI) -> None:
+    engine = paced_engine(fake)
+    await engine.start()
+    try:
+        events, text = await collect(engine, make_request())
+        await collect(engine, make_request())
+    finally:
+        await engine.aclose()
+
+    assert text == HELLO_TEXT
+    end = events[-1]
+    assert isinstance(end, GenerationEnd) and end.finish_reason == "stop"
+    assert end.usage.completion_tokens == 5
+    assert fake.peers[0] == fake.peers[1]  # the paused-then-drained connection went back to the pool
+
+
+async def test_the_inter_token_timeout_still_holds_while_paced(fake: FakeOpenAI) -> None:
+    fake.scenario = "stall_after_first"
+    engine = paced_engine(fake, inter_token_timeout_s=0.3)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(UpstreamFailed, match="timed out"):
+            await collect(engine, make_request())
+    finally:
+        await engine.aclose()
+    assert loop.time() - started < 2
+
+
+async def test_cancelling_during_a_paced_wait_closes_the_connection(fake: FakeOpenAI) -> None:
+    fake.scenario = "endless"
+    engine = paced_engine(fake)
+    await engine.start()
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in engine.generate(make_request()):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(first.wait(), 5)
+        await asyncio.sleep(INTERVAL_S / 4)  # inside the wait for the next tick
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(fake.disconnected.wait(), 5)
+    finally:
+        await engine.aclose()
+
+
+def test_a_pacing_engine_gets_a_short_publisher_window(fake: FakeOpenAI) -> None:
+    assert flush_interval_for(paced_engine(fake), 0.1) == PACED_FLUSH_S
+    assert flush_interval_for(make_engine(fake.base_url), 0.1) == 0.1  # reads as it arrives
+    assert flush_interval_for(paced_engine(fake), 0.0) == 0.0  # coalescing off stays off
