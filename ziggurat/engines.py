@@ -92,9 +92,9 @@ def build_openai_engine(engine: EngineSettings, name: str, *, read_interval_s: f
     `read_interval_s` is the workers' coalescing window: the relay reads each answer at
     that pace after its first text, so the coalescing happens at the socket.
     """
-    from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
+    from ziggurat.model.engines.openai import OpenAIEngine
     from ziggurat.model.engines.openai_capacity import LoadPolicy
-    from ziggurat.model.engines.openai_endpoints import EndpointConfig
+    from ziggurat.model.engines.openai_endpoints import EndpointConfig, RelayPolicy
 
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None

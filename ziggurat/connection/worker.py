@@ -346,7 +346,7 @@ class Worker:
                 async for event in events:
                     if isinstance(event, GenerationEnd):
                         ended = event  # engines end after this; reading on lets them finish cleanly
-                    elif writer.add(event.text, event.logprobs):
+                    elif writer.add(event.text, event.logprobs, event.tokens):
                         await writer.flush()
             end = (
                 _with_earlier_tokens(ended, claim.tokens)

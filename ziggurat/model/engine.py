@@ -89,10 +89,14 @@ class TextDelta:
     """A piece of the answer. Always a complete UTF-8 string (never half a character).
 
     `logprobs` is set only when the request asked for them: one entry per token in `text`.
+    `tokens` is how many tokens the text carries: an engine that hands several over at
+    once (merged while its consumer was busy, or read in one slice) adds them up, so
+    usage estimates and resumed budgets count tokens, not deltas.
     """
 
     text: str
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tokens: int = 1
 
 
 @dataclass(slots=True, frozen=True)

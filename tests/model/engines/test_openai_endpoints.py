@@ -14,8 +14,8 @@ from tests.model.engines.fake_openai import API_KEY, HELLO_TEXT, REMOTE_MODEL, F
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.breaker import BreakerState, CircuitBreaker
 from ziggurat.model.engine import ChatMessage, GenerationEnd, GenerationRequest, TextDelta
-from ziggurat.model.engines.openai import NO_ENDPOINT, OpenAIEngine, RelayPolicy
-from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool
+from ziggurat.model.engines.openai import NO_ENDPOINT, OpenAIEngine
+from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool, RelayPolicy
 
 COOLDOWN_S = 0.3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,7 +12,8 @@ from tests.model.engines.test_openai import collect, make_engine, make_request
 from ziggurat.connection.streams.publisher import PACED_FLUSH_S, flush_interval_for
 from ziggurat.errors import UpstreamFailed
 from ziggurat.model.engine import GenerationEnd, TextDelta
-from ziggurat.model.engines.openai import OpenAIEngine, RelayPolicy
+from ziggurat.model.engines.openai import OpenAIEngine
+from ziggurat.model.engines.openai_endpoints import RelayPolicy
 
 INTERVAL_S = 0.2
 
@@ -34,21 +34,34 @@ async def test_the_first_text_comes_at_once_and_the_rest_in_slices(fake: FakeOpe
     await engine.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    arrivals: list[float] = []
+    deltas: list[tuple[float, TextDelta]] = []
     try:
         async for event in engine.generate(make_request()):
             assert isinstance(event, TextDelta)
-            arrivals.append(loop.time() - started)
-            if arrivals[-1] > 3 * INTERVAL_S:
+            deltas.append((loop.time() - started, event))
+            if deltas[-1][0] > 3 * INTERVAL_S:
                 break
     finally:
         await engine.aclose()
 
-    assert arrivals[0] < INTERVAL_S / 2  # time to first token is not paced
-    later = arrivals[1:]
-    reads = 1 + sum(1 for before, after in itertools.pairwise(later) if after - before > 0.004)
-    assert len(later) >= 20  # about 60 words in 0.6 s ...
-    assert reads <= 8  # ... read in one slice per tick (about 4), not one read per word (about 60)
+    assert deltas[0][0] < INTERVAL_S / 2  # time to first token is not paced
+    slices = [delta for _, delta in deltas[1:]]
+    assert sum(delta.tokens for delta in slices) >= 20  # about 60 words in 0.6 s ...
+    assert len(slices) <= 8  # ... read in one slice per tick (about 4), not one read per word
+    for delta in slices:  # a slice is one delta that counts its tokens
+        assert delta.text == "tick " * delta.tokens
+
+
+async def test_a_slice_with_logprobs_keeps_one_delta_per_token(fake: FakeOpenAI) -> None:
+    fake.scenario = "short"  # the whole answer in one write: one read, one slice
+    engine = paced_engine(fake)
+    await engine.start()
+    try:
+        events, text = await collect(engine, make_request(logprobs=True))
+    finally:
+        await engine.aclose()
+    assert text == "Hi"
+    assert all(isinstance(event, TextDelta) and event.tokens == 1 for event in events[:-1])
 
 
 async def test_a_paced_answer_is_whole_and_its_connection_reused(fake: FakeOpenAI) -> None:

@@ -70,7 +70,7 @@ class JobWriter:
         if self.add(text, logprobs):
             await self.flush()
 
-    def add(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> bool:
+    def add(self, text: str, logprobs: tuple[TokenLogprob, ...] | None = None, tokens: int = 1) -> bool:
         """`write` without the await: True when the caller must `await flush()` now.
 
         Only the first delta (and every delta when coalescing is off) is written at once;
@@ -85,8 +85,8 @@ class JobWriter:
             if self.logprobs is None:
                 self.logprobs = []
             self.logprobs.extend(logprobs)
-        self.tokens += 1
-        self.written_tokens += 1
+        self.tokens += tokens
+        self.written_tokens += tokens
         if not self.has_written or self.publisher.flush_interval_s <= 0:
             self.has_written = True
             return True

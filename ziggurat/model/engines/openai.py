@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
@@ -52,7 +51,13 @@ from ziggurat.model.engines.openai_capacity import (
     endpoint_stats,
     total_stats,
 )
-from ziggurat.model.engines.openai_endpoints import Endpoint, EndpointConfig, EndpointPool, RequestVerdict
+from ziggurat.model.engines.openai_endpoints import (
+    Endpoint,
+    EndpointConfig,
+    EndpointPool,
+    RelayPolicy,
+    RequestVerdict,
+)
 from ziggurat.model.engines.openai_wire import (
     SseDecoder,
     StreamState,
@@ -62,6 +67,7 @@ from ziggurat.model.engines.openai_wire import (
     error_text,
     estimate_usage,
     loads_or_none,
+    merged_delta,
     to_chat_completion_request,
 )
 from ziggurat.model.engines.read_deadline import ReadDeadline
@@ -83,33 +89,6 @@ NO_ENDPOINT = "every remote model server is failing; none is being tried for now
 
 class _ServerBusy(UpstreamFailed):
     """HTTP 408/429: worth another server, but no sign of a broken one."""
-
-
-@dataclass(slots=True, frozen=True)
-class RelayPolicy:
-    """Timeouts of one upstream request, tries across servers, and when a server's breaker opens.
-
-    `first_token_timeout_s` runs from sending the request to the first text
-    (response headers and keep-alive comments included), `inter_token_timeout_s`
-    between two texts, `total_timeout_s` (None: none) over the whole answer.
-    """
-
-    connect_timeout_s: float = 10.0
-    first_token_timeout_s: float = 600.0
-    inter_token_timeout_s: float = 600.0
-    total_timeout_s: float | None = None
-    max_attempts: int = 3
-    breaker_failures: int = 5
-    breaker_cooldown_s: float = 30.0
-    read_interval_s: float = 0.0
-    """After the first text, read each stream once per this interval (`read_pacing.py`); 0: as it arrives."""
-
-    @classmethod
-    def uniform(cls, timeout_s: float) -> RelayPolicy:
-        """Every wait bounded by `timeout_s` (the single `openai_timeout_s` setting)."""
-        return cls(
-            connect_timeout_s=timeout_s, first_token_timeout_s=timeout_s, inter_token_timeout_s=timeout_s
-        )
 
 
 class OpenAIEngine:
@@ -325,12 +304,20 @@ class OpenAIEngine:
                     data = await response.content.readany()
                     guard.done()
                     # At the end of the body, a newline flushes a last line that lacked one.
-                    for payload in decoder.feed(data or b"\n"):
-                        text = apply_payload(state, payload, endpoint.api_key)
-                        if text:
-                            state.completion_chars += len(text)
+                    payloads = decoder.feed(data or b"\n")
+                    if len(payloads) > 1 and not state.wants_logprobs:
+                        # A slice of several tokens (a paced read): one delta, one pass downstream.
+                        delta = merged_delta(state, payloads, endpoint.api_key)
+                        if delta is not None:
                             wait_until = _earliest(loop.time() + inter_token_s, deadline)
-                            yield TextDelta(text, state.logprobs)
+                            yield delta
+                    else:
+                        for payload in payloads:
+                            text = apply_payload(state, payload, endpoint.api_key)
+                            if text:
+                                state.completion_chars += len(text)
+                                wait_until = _earliest(loop.time() + inter_token_s, deadline)
+                                yield TextDelta(text, state.logprobs)
                     if not data:
                         break
                     if ticker is not None and state.completion_chars and not state.is_done:

@@ -7,7 +7,9 @@ through; a server that keeps failing is skipped until its breaker lets a probe
 through again. A server that failed its last health check is skipped while
 another passed its check, and one that is full (`openai_capacity.py` sets each
 server's limit from its own load metrics) while another has room. Nothing here
-does I/O: `openai.py` sends the requests and reports each verdict.
+does I/O: `openai.py` sends the requests and reports each verdict. `RelayPolicy`
+holds how one request to them is bounded and tried (timeouts, attempts, breaker
+thresholds, read pacing).
 """
 
 from __future__ import annotations
@@ -180,3 +182,30 @@ class RequestVerdict:
             breaker.record_failure()
         else:
             breaker.release()
+
+
+@dataclass(slots=True, frozen=True)
+class RelayPolicy:
+    """Timeouts of one upstream request, tries across servers, and when a server's breaker opens.
+
+    `first_token_timeout_s` runs from sending the request to the first text
+    (response headers and keep-alive comments included), `inter_token_timeout_s`
+    between two texts, `total_timeout_s` (None: none) over the whole answer.
+    """
+
+    connect_timeout_s: float = 10.0
+    first_token_timeout_s: float = 600.0
+    inter_token_timeout_s: float = 600.0
+    total_timeout_s: float | None = None
+    max_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    read_interval_s: float = 0.0
+    """After the first text, read each stream once per this interval (`read_pacing.py`); 0: as it arrives."""
+
+    @classmethod
+    def uniform(cls, timeout_s: float) -> RelayPolicy:
+        """Every wait bounded by `timeout_s` (the single `openai_timeout_s` setting)."""
+        return cls(
+            connect_timeout_s=timeout_s, first_token_timeout_s=timeout_s, inter_token_timeout_s=timeout_s
+        )

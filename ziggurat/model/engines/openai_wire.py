@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import FinishReason, GenerationRequest, TokenLogprob, Usage
+from ziggurat.model.engine import FinishReason, GenerationRequest, TextDelta, TokenLogprob, Usage
 
 _MAX_LINE_BYTES: Final = 1 << 20
 # Servers end the body right after `[DONE]`; one that lingers is not worth waiting for.
@@ -270,3 +270,17 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return "the remote model server dropped the connection"
     return "the request to the remote model server failed"
+
+
+def merged_delta(state: StreamState, payloads: list[bytes], secret: str | None) -> TextDelta | None:
+    """The texts of several `data:` payloads as one delta that counts them; None when none has text."""
+    texts = []
+    for payload in payloads:
+        text = apply_payload(state, payload, secret)
+        if text:
+            texts.append(text)
+    if not texts:
+        return None
+    text = "".join(texts)
+    state.completion_chars += len(text)
+    return TextDelta(text, None, len(texts))

@@ -76,7 +76,9 @@ class _EventBuffer:
     def put(self, event: GenerationEvent) -> None:
         last = self._events[-1] if self._events else None
         if isinstance(event, TextDelta) and isinstance(last, TextDelta):
-            self._events[-1] = TextDelta(last.text + event.text, _joined(last.logprobs, event.logprobs))
+            self._events[-1] = TextDelta(
+                last.text + event.text, _joined(last.logprobs, event.logprobs), last.tokens + event.tokens
+            )
         else:
             self._events.append(event)
         self._ready.set()
