@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ziggurat import __version__
 from ziggurat.application.auth.principal import SYSTEM
 from ziggurat.application.container import Application, local_keeping, open_application
-from ziggurat.application.conversations.chat import KeeperPolicy
+from ziggurat.application.conversations.policies import KeeperPolicy
 from ziggurat.backends import build_rate_limits, open_broker, open_caches
 from ziggurat.config import Settings
 from ziggurat.connection.adapter_sync import RedisAdapters, keep_adapters_in_sync, open_shared_adapters

@@ -27,9 +27,10 @@ from ziggurat.application.auth.sessions import SessionService
 from ziggurat.application.auth.signing_key import load_or_create_signing_key
 from ziggurat.application.auth.tokens import AccessTokens
 from ziggurat.application.catalog.service import ModelCatalog
-from ziggurat.application.conversations.chat import ChatPolicy, ChatService, KeeperPolicy
+from ziggurat.application.conversations.chat import ChatService
 from ziggurat.application.conversations.context import ContextWindow
 from ziggurat.application.conversations.history import ConversationHistory
+from ziggurat.application.conversations.policies import ChatPolicy, KeeperPolicy
 from ziggurat.application.conversations.service import ConversationService
 from ziggurat.application.conversations.titles import TitleWriter
 from ziggurat.application.feedback.service import FeedbackService

@@ -16,8 +16,8 @@ from tests.application.conversations.conftest import consume, stored_message
 from ziggurat.application.auth.passwords import PasswordHasher
 from ziggurat.application.auth.principal import Principal
 from ziggurat.application.container import Application, build_application, close_application
-from ziggurat.application.conversations.chat import KeeperPolicy
 from ziggurat.application.conversations.models import Message
+from ziggurat.application.conversations.policies import KeeperPolicy
 from ziggurat.application.conversations.schemas import ConversationCreate, MessageCreate
 from ziggurat.application.store.database import Database
 from ziggurat.config import Settings

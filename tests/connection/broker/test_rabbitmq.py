@@ -16,12 +16,9 @@ from tests.conftest import require_service
 from ziggurat.connection.broker import rabbitmq
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.codec import decode_job
-from ziggurat.connection.broker.rabbitmq import (
-    RabbitJobQueue,
-    _RabbitDelivery,
-    dead_letter_queue_name,
-    queue_name,
-)
+from ziggurat.connection.broker.rabbitmq import RabbitJobQueue
+from ziggurat.connection.broker.rabbitmq_delivery import RabbitDelivery
+from ziggurat.connection.broker.rabbitmq_names import dead_letter_queue_name, queue_name
 from ziggurat.errors import Overloaded
 from ziggurat.model.engine import ChatMessage, GenerationRequest, SamplingParams
 
@@ -43,9 +40,9 @@ def job(job_id: str, priority: Priority = Priority.API, model: str = MODEL) -> J
     return Job(job_id=job_id, request=request, priority=priority)
 
 
-async def take(queue: RabbitJobQueue, timeout_s: float = 5.0) -> _RabbitDelivery:
+async def take(queue: RabbitJobQueue, timeout_s: float = 5.0) -> RabbitDelivery:
     delivery = await asyncio.wait_for(queue.take(MODEL), timeout_s)
-    assert isinstance(delivery, _RabbitDelivery)
+    assert isinstance(delivery, RabbitDelivery)
     return delivery
 
 

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.connection.http.conftest import Account, register
 from tests.connection.http.inprocess import cheap_passwords
 from tests.server import RunningServer, wait_until
-from ziggurat.connection.http import ws
+from ziggurat.connection.http import ws, ws_protocol
 from ziggurat.connection.http.ws_outbox import Outbox
 
 Frame = dict[str, Any]
@@ -99,7 +99,7 @@ async def test_the_first_frame_must_authenticate(
     account = register(demo_server.base_url, "auth@example.com")
     async with connect(ws_url(demo_server)) as silent:
         assert_error(await receive(silent), "authentication_error")
-        await assert_closed_with(silent, ws.CLOSE_UNAUTHENTICATED)
+        await assert_closed_with(silent, ws_protocol.CLOSE_UNAUTHENTICATED)
     first_frames: list[Frame] = [
         {"type": "auth", "token": "not-a-token"},
         {"type": "ping"},
@@ -109,7 +109,7 @@ async def test_the_first_frame_must_authenticate(
         async with connect(ws_url(demo_server)) as socket:
             await send(socket, first)
             assert_error(await receive(socket), "authentication_error")
-            await assert_closed_with(socket, ws.CLOSE_UNAUTHENTICATED)
+            await assert_closed_with(socket, ws_protocol.CLOSE_UNAUTHENTICATED)
     user_ids = set()
     for token in (account.access_token, account.api_key):
         async with signed_in(demo_server, token) as socket:
@@ -303,7 +303,7 @@ async def test_ping_pong_and_a_silent_client_is_closed(
             while True:  # the server pings while it waits, then gives up on this silent client
                 heard.append(json.loads(await asyncio.wait_for(socket.recv(), RECEIVE_TIMEOUT_S)))
         assert heard and all(frame == {"type": "ping"} for frame in heard)
-        assert socket.close_code == ws.CLOSE_IDLE
+        assert socket.close_code == ws_protocol.CLOSE_IDLE
 
 
 async def test_a_slow_reader_gets_all_the_text(demo_server: RunningServer) -> None:

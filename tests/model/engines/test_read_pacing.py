@@ -1,4 +1,4 @@
-"""The shared read ticker and the paced transport wait of the remote engine."""
+"""The read ticker (slots shared by streams) and the paced transport wait of the remote engine."""
 
 from __future__ import annotations
 
@@ -6,32 +6,50 @@ import asyncio
 
 import pytest
 
-from ziggurat.model.engines.read_pacing import ReadTicker, pause_until_tick
+from ziggurat.model.engines.read_pacing import SLOTS, ReadTicker, pause_until
 
 
-async def test_waiters_wake_together_on_the_interval_grid() -> None:
+async def test_a_first_tick_comes_about_one_interval_later_on_a_slot_boundary() -> None:
+    ticker = ReadTicker(0.1)
+    slot_s = 0.1 / SLOTS
+    for now in (100.0, 100.004, 100.0099, 100.25):
+        at = ticker.first_tick(now) * slot_s
+        assert 0.1 - slot_s < at - now <= 0.1 + 1e-9
+        assert abs(at / slot_s - round(at / slot_s)) < 1e-6
+
+
+async def test_following_ticks_are_one_interval_apart_unless_already_past() -> None:
+    ticker = ReadTicker(0.1)
+    tick = ticker.first_tick(100.0)
+    assert ticker.following(tick, 100.05) == tick + SLOTS
+    behind = ticker.following(tick, 100.5)  # the stream was busy for longer than an interval
+    assert behind * 0.1 / SLOTS > 100.5
+    assert behind == ticker.first_tick(100.5) - SLOTS + 1
+
+
+async def test_streams_in_one_slot_wake_together_and_other_slots_later() -> None:
     loop = asyncio.get_running_loop()
-    ticker = ReadTicker(0.05)
-    woke: list[float] = []
+    ticker = ReadTicker(0.1)
+    tick = ticker.first_tick(loop.time())
+    woke: dict[str, float] = {}
 
-    async def wait(after_s: float) -> None:
-        await asyncio.sleep(after_s)
-        await ticker.next_tick()
-        woke.append(loop.time())
+    async def wait(name: str, at: int) -> None:
+        await ticker.wait(at)
+        woke[name] = loop.time()
 
-    started = loop.time()
-    await asyncio.gather(wait(0.0), wait(0.01), wait(0.02))
+    await asyncio.gather(wait("a", tick), wait("b", tick), wait("c", tick + 3))
 
-    assert max(woke) - min(woke) < 0.005  # one timer woke all three
-    tick = woke[0]
-    assert tick >= started
-    assert abs(tick / 0.05 - round(tick / 0.05)) < 0.2  # on a multiple of the interval
+    assert abs(woke["a"] - woke["b"]) < 0.005  # one timer woke both
+    assert woke["c"] - woke["a"] > 0.02  # three slots (30 ms) later
+    assert woke["a"] >= tick * 0.1 / SLOTS - 0.002
 
 
 async def test_a_cancelled_waiter_leaves_the_others_waiting_for_the_tick() -> None:
+    loop = asyncio.get_running_loop()
     ticker = ReadTicker(0.05)
-    leaving = asyncio.create_task(ticker.next_tick())
-    staying = asyncio.create_task(ticker.next_tick())
+    tick = ticker.first_tick(loop.time())
+    leaving = asyncio.create_task(ticker.wait(tick))
+    staying = asyncio.create_task(ticker.wait(tick))
     await asyncio.sleep(0)
     leaving.cancel()
 
@@ -39,12 +57,6 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting_for_the_tick() -> No
     assert staying.done() and not staying.cancelled()
     with pytest.raises(asyncio.CancelledError):
         await leaving
-
-
-async def test_a_new_tick_is_armed_after_each_fires() -> None:
-    ticker = ReadTicker(0.02)
-    for _ in range(3):
-        await asyncio.wait_for(ticker.next_tick(), 1)
 
 
 def test_the_interval_must_be_positive() -> None:
@@ -65,14 +77,17 @@ class _Transport(asyncio.ReadTransport):
 
 
 async def test_the_transport_reads_again_after_the_tick() -> None:
+    ticker = ReadTicker(0.02)
     transport = _Transport()
-    await pause_until_tick(ReadTicker(0.02), transport)
+    await pause_until(ticker, ticker.first_tick(asyncio.get_running_loop().time()), transport)
     assert transport.calls == ["pause", "resume"]
 
 
 async def test_the_transport_reads_again_when_the_wait_is_cancelled() -> None:
+    ticker = ReadTicker(60)
     transport = _Transport()
-    waiting = asyncio.create_task(pause_until_tick(ReadTicker(60), transport))
+    tick = ticker.first_tick(asyncio.get_running_loop().time())
+    waiting = asyncio.create_task(pause_until(ticker, tick, transport))
     await asyncio.sleep(0.01)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -83,5 +98,5 @@ async def test_the_transport_reads_again_when_the_wait_is_cancelled() -> None:
 async def test_a_finished_body_has_no_transport_and_no_wait() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await pause_until_tick(ReadTicker(60), None)
+    await pause_until(ReadTicker(60), 10**12, None)
     assert loop.time() - started < 1

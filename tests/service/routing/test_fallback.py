@@ -16,7 +16,8 @@ from tests.brokers import memory_broker, running_worker
 from tests.service.routing.engines import RoutedEngine
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.broker import Broker
-from ziggurat.connection.broker.rabbitmq import RabbitJobQueue, dead_letter_queue_name, queue_name
+from ziggurat.connection.broker.rabbitmq import RabbitJobQueue
+from ziggurat.connection.broker.rabbitmq_names import dead_letter_queue_name, queue_name
 from ziggurat.connection.models import StaticModels
 from ziggurat.connection.streams.redis import RedisStreams
 from ziggurat.errors import ModelNotFound, Overloaded

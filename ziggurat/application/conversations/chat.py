@@ -21,9 +21,7 @@ answers from what the winner stored.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 
@@ -31,17 +29,18 @@ from ziggurat.application.auth.principal import Principal
 from ziggurat.application.conversations.context import (
     ContextWindow,
     FittedPrompt,
-    ModelResolver,
     resolve_parameters,
     to_generation_request,
 )
 from ziggurat.application.conversations.history import ConversationHistory
 from ziggurat.application.conversations.keeper import ReplyKeeper
 from ziggurat.application.conversations.models import Message
+from ziggurat.application.conversations.policies import ChatPolicy, KeeperPolicy
+from ziggurat.application.conversations.reply_store import ReplyStore
 from ziggurat.application.conversations.repository import ConversationRepository
 from ziggurat.application.conversations.schemas import GenerationOverrides, MessageCreate, MessageOut
 from ziggurat.application.conversations.service import owned_conversation
-from ziggurat.application.conversations.titles import TitleJob, TitleWriter
+from ziggurat.application.conversations.titles import TitleWriter
 from ziggurat.application.conversations.tree import MessageTree
 from ziggurat.application.conversations.turn import ChatTurn, ReplyOutcome
 from ziggurat.application.conversations.turn_plan import (
@@ -52,13 +51,13 @@ from ziggurat.application.conversations.turn_plan import (
     TurnPlan,
     plan_turn,
 )
+from ziggurat.application.conversations.turn_rows import later_than, new_reply, title_from
 from ziggurat.application.presets.repository import PresetRepository
 from ziggurat.application.store.database import Database
 from ziggurat.application.store.orm import new_id, utcnow
 from ziggurat.connection.broker.base import Priority
-from ziggurat.connection.leases import Leases
 from ziggurat.errors import Conflict, InvalidRequest, NotFound
-from ziggurat.model.engine import GenerationRequest, Usage
+from ziggurat.model.engine import GenerationRequest
 from ziggurat.service.generation import GenerationService
 from ziggurat.service.limits.policy import LimitSubject
 from ziggurat.service.limits.ticket import LimitTicket
@@ -66,35 +65,9 @@ from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
 
-TITLE_FROM_MESSAGE_CHARS = 80
 STOP_WAIT_S = 10.0
 STORED_WAIT_S = 30.0
 """How long a reader waits, after the stream ended, for the reply to be stored (by any gateway)."""
-
-UsageSink = Callable[[Principal, str, Usage], None]
-
-
-@dataclass(slots=True, frozen=True)
-class ChatPolicy:
-    """Who may use which model, where token usage goes, and how much history is considered."""
-
-    resolve_model: ModelResolver
-    record_usage: UsageSink | None = None
-    history_limit: int = 200
-    limits_for: Callable[[Principal], LimitSubject | None] | None = None
-    """The rate limits and quotas a principal's turns are held to (None: none)."""
-
-
-@dataclass(slots=True, frozen=True)
-class KeeperPolicy:
-    """How this gateway keeps replies: its lease name, and whether other gateways can take over."""
-
-    leases: Leases
-    holder: str
-    is_shared: bool
-    lease_ttl_s: float = 15.0
-    recovery_grace_s: float = 30.0
-    """A `streaming` reply younger than this is left alone by recovery (its gateway is just starting it)."""
 
 
 class ChatService:
@@ -119,15 +92,20 @@ class ChatService:
         self._policy = policy
         self._is_shared = keeping.is_shared
         self._recovery_grace = timedelta(seconds=keeping.recovery_grace_s)
+        self._replies = ReplyStore(
+            database=database,
+            history=self._history,
+            titles=titles,
+            record_usage=policy.record_usage,
+            default_model=lambda: generation.resolve_model(None).name,
+        )
         self.keeper = ReplyKeeper(
             leases=keeping.leases,
             holder=keeping.holder,
-            store=self._store_reply,
+            store=self._replies.store,
             lease_ttl_s=keeping.lease_ttl_s,
             is_shared=keeping.is_shared,
         )
-        self._usage_owners: dict[str, tuple[Principal, str]] = {}
-        self._reply_writes: set[asyncio.Task[MessageOut | None]] = set()
 
     async def post_message(
         self,
@@ -243,7 +221,7 @@ class ChatService:
             if row.id in self.keeper or row.job_id is None:
                 continue
             if not self._is_shared:
-                await self._store_reply(row.id, row.job_id, ReplyOutcome(row.content, "error", "error"))
+                await self._replies.store(row.id, row.job_id, ReplyOutcome(row.content, "error", "error"))
                 taken += 1
                 continue
             stream = self._generation.attach(row.job_id, row.model or "")
@@ -339,7 +317,7 @@ class ChatService:
                         content=action.content,
                         status="complete",
                         idempotency_key=key,
-                        created_at=_after(plan.newest_at),
+                        created_at=later_than(plan.newest_at),
                     )
                     await repository.add(user_message)
                     added.append(user_message)
@@ -347,7 +325,7 @@ class ChatService:
                         conversation.title, conversation.title_source = title_from(action.content), "message"
                 # A regeneration's key marks its reply; a message's key marks the user message.
                 reply_key = key if action.kind == "regenerate" else None
-                reply = _new_reply(
+                reply = new_reply(
                     plan.reply_id, user_message, plan.model.name, reply_key, job_id, after=plan.newest_at
                 )
                 await repository.add(reply)
@@ -382,9 +360,9 @@ class ChatService:
             )
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            await self._store_reply(plan.reply_id, job_id, ReplyOutcome("", status, status))
+            await self._replies.store(plan.reply_id, job_id, ReplyOutcome("", status, status))
             raise
-        self._usage_owners[plan.reply_id] = (principal, plan.model.name)
+        self._replies.expect_usage(plan.reply_id, principal, plan.model.name)
         await self.keeper.keep(plan.reply_id, stream)
         return ChatTurn(
             user_message=user_message,
@@ -394,110 +372,8 @@ class ChatService:
             context=fitted.report,
         )
 
-    async def _store_reply(self, reply_id: str, job_id: str, outcome: ReplyOutcome) -> MessageOut | None:
-        """Store a reply's final state in a task the service owns, safe from the caller's cancellation."""
-        owner = self._usage_owners.pop(reply_id, None)
-        if owner is not None and outcome.usage is not None and self._policy.record_usage is not None:
-            self._policy.record_usage(owner[0], outcome.model or owner[1], outcome.usage)
-        task = asyncio.create_task(
-            self._write_reply(reply_id, job_id, outcome), name=f"store-reply-{reply_id}"
-        )
-        self._reply_writes.add(task)
-        task.add_done_callback(self._reply_written)
-        return await asyncio.shield(task)
-
-    async def _write_reply(self, reply_id: str, job_id: str, outcome: ReplyOutcome) -> MessageOut | None:
-        title_job: TitleJob | None = None
-        async with self._database.session() as session:
-            repository = ConversationRepository(session)
-            usage = outcome.usage
-            is_ours = await repository.finish_streaming(
-                reply_id,
-                job_id,
-                content=outcome.text,
-                status=outcome.status,
-                finish_reason=outcome.finish_reason,
-                prompt_tokens=usage.prompt_tokens if usage is not None else None,
-                completion_tokens=usage.completion_tokens if usage is not None else None,
-                model=outcome.model,
-            )
-            reply = await repository.get_message_by_id(reply_id)
-            if reply is None:
-                return None
-            if is_ours and outcome.status == "complete":
-                title_job = await self._title_job(repository, reply)
-            await session.commit()
-            if is_ours:
-                await self._history.changed(reply)
-            stored = MessageOut.from_row(reply)
-        if is_ours:
-            log.info(
-                "reply_stored",
-                message_id=reply_id,
-                status=outcome.status,
-                finish_reason=outcome.finish_reason,
-            )
-        if title_job is not None:
-            self.titles.schedule(title_job)
-        return stored
-
-    async def _title_job(self, repository: ConversationRepository, reply: Message) -> TitleJob | None:
-        """A title job when `reply` completes the conversation's first exchange and no title was chosen."""
-        question = await repository.get_message_by_id(reply.parent_id) if reply.parent_id else None
-        if question is None or question.parent_id is not None:
-            return None
-        conversation = await repository.get_conversation_by_id(reply.conversation_id)
-        if conversation is None or conversation.title_source not in (None, "message"):
-            return None
-        return TitleJob(
-            user_id=conversation.user_id,
-            conversation_id=conversation.id,
-            model=reply.model or self._generation.resolve_model(None).name,
-            question=question.content,
-            answer=reply.content,
-        )
-
-    def _reply_written(self, task: asyncio.Task[MessageOut | None]) -> None:
-        self._reply_writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("reply_store_failed", error_type=type(task.exception()).__name__)
-
     async def aclose(self) -> None:
         """Hand kept replies over (or store them), wait for replies being stored, stop titles."""
         await self.keeper.aclose()
-        if self._reply_writes:
-            await asyncio.gather(*self._reply_writes, return_exceptions=True)
+        await self._replies.aclose()
         await self.titles.aclose()
-
-
-def _new_reply(
-    reply_id: str, user_message: Message, model: str, key: str | None, job_id: str, *, after: datetime | None
-) -> Message:
-    previous = user_message.created_at if after is None else max(after, user_message.created_at)
-    return Message(
-        id=reply_id,
-        conversation_id=user_message.conversation_id,
-        parent_id=user_message.id,
-        role="assistant",
-        content="",
-        model=model,
-        status="streaming",
-        idempotency_key=key,
-        job_id=job_id,
-        created_at=_after(previous),
-    )
-
-
-def _after(previous: datetime | None) -> datetime:
-    """Now, but strictly later than `previous`, so message order never depends on clock resolution."""
-    now = utcnow()
-    if previous is not None and now <= previous:
-        return previous + timedelta(microseconds=1)
-    return now
-
-
-def title_from(content: str) -> str:
-    line = " ".join(content.split())
-    if len(line) <= TITLE_FROM_MESSAGE_CHARS:
-        return line
-    return line[: TITLE_FROM_MESSAGE_CHARS - 1].rstrip() + "…"

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -34,12 +31,19 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed, PublishError
+from aio_pika.exceptions import ChannelPreconditionFailed, PublishError
 from aiormq.exceptions import DeliveryError
 from yarl import URL
 
 from ziggurat.connection.broker.base import Delivery, Job
 from ziggurat.connection.broker.codec import decode_job, encode_job
+from ziggurat.connection.broker.rabbitmq_delivery import (
+    BROKER_ERRORS,
+    SETTLE_TIMEOUT_S,
+    RabbitDelivery,
+    settle_quietly,
+)
+from ziggurat.connection.broker.rabbitmq_names import dead_letter_queue_name, queue_name
 from ziggurat.errors import Overloaded
 from ziggurat.telemetry import get_logger
 
@@ -54,91 +58,15 @@ _PUBLISH_TIMEOUT_S = 10.0
 _RECONNECT_GRACE_S = 2.0
 """How long `submit` waits for a connection being re-established before answering 503."""
 _RECONNECT_INTERVAL_S = 2.0
-_SETTLE_TIMEOUT_S = 5.0
 _PING_TIMEOUT_S = 1.0
 _DEPTH_REFRESH_S = 1.0
 _FULL_RETRY_AFTER_S = 2.0
 _UNREACHABLE_RETRY_AFTER_S = 5.0
 
-# Everything a lost or closing connection can raise from aio-pika/aiormq calls.
-# `ChannelInvalidStateError` is a `RuntimeError`, not an `AMQPError`.
-_BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_MAX_NAME_PART = 120
-
-
-def queue_name(prefix: str, model: str) -> str:
-    """`{prefix}.jobs.{model}`, with the model made safe for a queue name, the same in every process.
-
-    Any name that had to change (unsafe characters, too long, or `dead`, which
-    would be the dead-letter queue) gets a hash of the original, so two models
-    never share a queue.
-    """
-    part = _UNSAFE.sub("_", model)[:_MAX_NAME_PART]
-    if part != model or part in ("", "dead"):
-        part = f"{part}-{hashlib.sha256(model.encode()).hexdigest()[:10]}"
-    return f"{prefix}.jobs.{part}"
-
-
-def dead_letter_queue_name(prefix: str) -> str:
-    return f"{prefix}.jobs.dead"
-
 
 def _redact(url: str) -> str:
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
-
-
-async def _settle_quietly(action: str, message_id: str | None, settle: Callable[[], Awaitable[None]]) -> None:
-    """Ack/nack/reject, ignoring a dead channel: RabbitMQ already requeued everything it held."""
-    try:
-        async with asyncio.timeout(_SETTLE_TIMEOUT_S):
-            await settle()
-    except _BROKER_ERRORS as exc:
-        log.info("job_settle_skipped", action=action, job_id=message_id, error_type=type(exc).__name__)
-
-
-class _RabbitDelivery:
-    __slots__ = ("_is_settled", "_job", "_message")
-
-    def __init__(self, message: AbstractIncomingMessage, job: Job) -> None:
-        self._message = message
-        self._job = job
-        self._is_settled = False
-
-    @property
-    def job(self) -> Job:
-        return self._job
-
-    @property
-    def redelivered(self) -> bool:
-        """RabbitMQ's flag: this job was delivered before (to a worker that released it or died)."""
-        return bool(self._message.redelivered)
-
-    @property
-    def is_stale(self) -> bool:
-        """Whether it came on a channel that has since closed: RabbitMQ requeued it, so skip it."""
-        try:
-            self._message.channel  # noqa: B018 - raises once the delivering channel is closed
-        except ChannelInvalidStateError:
-            return True
-        return False
-
-    async def ack(self) -> None:
-        await self._settle("ack", self._message.ack)
-
-    async def release(self) -> None:
-        await self._settle("release", lambda: self._message.nack(requeue=True))
-
-    async def dead_letter(self) -> None:
-        await self._settle("dead_letter", lambda: self._message.reject(requeue=False))
-
-    async def _settle(self, action: str, settle: Callable[[], Awaitable[None]]) -> None:
-        if self._is_settled:
-            return
-        self._is_settled = True
-        await _settle_quietly(action, self._job.job_id, settle)
 
 
 class RabbitJobQueue:
@@ -160,7 +88,7 @@ class RabbitJobQueue:
         """Model → (queue, consumer tag) of each running consumer."""
         self._stopped: set[str] = set()
         """Models whose consumer was stopped for good (a draining worker)."""
-        self._inboxes: dict[str, asyncio.Queue[_RabbitDelivery]] = {}
+        self._inboxes: dict[str, asyncio.Queue[RabbitDelivery]] = {}
         self._declared: dict[str, str] = {}
         """Model → queue name, for queues declared on the publish channel."""
         self._watched: dict[str, str] = {}
@@ -307,7 +235,7 @@ class RabbitJobQueue:
                 f"The queue for model '{model}' is full; try again shortly.",
                 retry_after_s=_FULL_RETRY_AFTER_S,
             ) from exc
-        except _BROKER_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             log.warning("job_submit_failed", job_id=job.job_id, model=model, error_type=type(exc).__name__)
             raise self._unreachable() from exc
 
@@ -352,7 +280,7 @@ class RabbitJobQueue:
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             if model in self._stopped:  # sent before the cancel reached RabbitMQ: back for another worker
-                await _settle_quietly("release", message.message_id, lambda: message.nack(requeue=True))
+                await settle_quietly("release", message.message_id, lambda: message.nack(requeue=True))
                 return
             try:
                 job = decode_job(message.body)
@@ -363,11 +291,9 @@ class RabbitJobQueue:
                     message_id=message.message_id,
                     error_type=type(exc).__name__,
                 )
-                await _settle_quietly(
-                    "dead_letter", message.message_id, lambda: message.reject(requeue=False)
-                )
+                await settle_quietly("dead_letter", message.message_id, lambda: message.reject(requeue=False))
                 return
-            inbox.put_nowait(_RabbitDelivery(message, job))
+            inbox.put_nowait(RabbitDelivery(message, job))
 
         self._consumers[model] = (queue, await queue.consume(on_message, no_ack=False))
         if model in self._stopped:  # stopped while this consumer was starting
@@ -385,9 +311,9 @@ class RabbitJobQueue:
         if consumer is not None:
             queue, tag = consumer
             try:
-                async with asyncio.timeout(_SETTLE_TIMEOUT_S):
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
                     await queue.cancel(tag)
-            except _BROKER_ERRORS as exc:  # the channel is gone: RabbitMQ put back what it held already
+            except BROKER_ERRORS as exc:  # the channel is gone: RabbitMQ put back what it held already
                 log.info("job_consumer_cancel_failed", model=model, error_type=type(exc).__name__)
         inbox = self._inboxes.get(model)
         while inbox is not None and not inbox.empty():
@@ -433,7 +359,7 @@ class RabbitJobQueue:
             async with asyncio.timeout(_PING_TIMEOUT_S):
                 underlay = await channel.get_underlay_channel()
                 await underlay.exchange_declare("amq.direct", passive=True)
-        except _BROKER_ERRORS:
+        except BROKER_ERRORS:
             return False
         return True
 
@@ -449,10 +375,10 @@ class RabbitJobQueue:
         channels = [*self._consume_channels.values(), self._publish_channel, self._depth_channel]
         for channel in channels:
             if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*_BROKER_ERRORS):
-                    async with asyncio.timeout(_SETTLE_TIMEOUT_S):
+                with contextlib.suppress(*BROKER_ERRORS):
+                    async with asyncio.timeout(SETTLE_TIMEOUT_S):
                         await channel.close()
         if self._connection is not None:
-            with contextlib.suppress(*_BROKER_ERRORS):
-                async with asyncio.timeout(_SETTLE_TIMEOUT_S):
+            with contextlib.suppress(*BROKER_ERRORS):
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
                     await self._connection.close()

@@ -57,11 +57,6 @@ OUTBOX_MAX_FRAMES = 64
 MAX_PENDING_CHARS = 256 * 1024
 CLOSE_TIMEOUT_S = 5.0
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_IDLE = 4408
-CLOSE_SERVER_ERROR = 1011
-
 TurnOpener = Callable[[Principal], Coroutine[object, object, ChatTurn]]
 
 
@@ -69,7 +64,7 @@ TurnOpener = Callable[[Principal], Coroutine[object, object, ChatTurn]]
 async def chat_socket(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     if services.application is None:  # a worker: `app.py` mounts this router only for gateways
-        await websocket.close(CLOSE_SERVER_ERROR)
+        await websocket.close(protocol.CLOSE_SERVER_ERROR)
         return
     await websocket.accept()
     await ChatSocket(websocket, services.application, services.draining).serve()
@@ -121,7 +116,7 @@ class ChatSocket:
         loop = asyncio.get_running_loop()
         opened_at = self._last_received = loop.time()
         log.info("ws_connected", api_key_id=principal.api_key_id)
-        close_code: int | None = CLOSE_SERVER_ERROR
+        close_code: int | None = protocol.CLOSE_SERVER_ERROR
         # A draining server waits until no stream runs here and every frame is sent.
         unwatch = self._draining.watch(lambda: int(bool(self._streams) or not self._outbox.is_flushed))
         try:
@@ -180,7 +175,7 @@ class ChatSocket:
         return principal
 
     async def _refuse(self, error: ZigguratError) -> None:
-        code = CLOSE_FORBIDDEN if isinstance(error, Forbidden) else CLOSE_UNAUTHENTICATED
+        code = protocol.CLOSE_FORBIDDEN if isinstance(error, Forbidden) else protocol.CLOSE_UNAUTHENTICATED
         with suppress(WebSocketDisconnect, WebSocketDisconnected, TimeoutError):
             await asyncio.wait_for(
                 self._websocket.send_text(protocol.encode(protocol.error_frame(None, error))), CLOSE_TIMEOUT_S
@@ -211,7 +206,7 @@ class ChatSocket:
             return None
         except Exception as exc:
             log.exception("ws_failed", error_type=type(exc).__name__)
-            return CLOSE_SERVER_ERROR
+            return protocol.CLOSE_SERVER_ERROR
 
     async def _settle(self) -> None:
         """Stop reading replies for this socket; let accepted work (openings, stops) finish."""
@@ -226,7 +221,7 @@ class ChatSocket:
         while True:
             await asyncio.sleep(self._heartbeat_s)
             if loop.time() - self._last_received > IDLE_HEARTBEATS * self._heartbeat_s:
-                return CLOSE_IDLE
+                return protocol.CLOSE_IDLE
             self._outbox.offer_ping(protocol.PING)
 
     async def _read(self) -> None:

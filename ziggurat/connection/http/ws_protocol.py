@@ -60,6 +60,12 @@ Frame = Mapping[str, object]
 STREAM_ID_MAX_LENGTH = 64
 TOKEN_MAX_LENGTH = 8192
 
+# Close codes: 4401 and 4403 mirror HTTP 401 and 403, 4408 a socket gone quiet (HTTP 408).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_IDLE = 4408
+CLOSE_SERVER_ERROR = 1011
+
 StreamId = Annotated[str, Field(min_length=1, max_length=STREAM_ID_MAX_LENGTH)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LENGTH)]

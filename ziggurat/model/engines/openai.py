@@ -71,7 +71,7 @@ from ziggurat.model.engines.openai_wire import (
     to_chat_completion_request,
 )
 from ziggurat.model.engines.read_deadline import ReadDeadline
-from ziggurat.model.engines.read_pacing import ReadTicker, pause_until_tick
+from ziggurat.model.engines.read_pacing import ReadTicker, pause_until
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,7 @@ class OpenAIEngine:
         is_reusable = False
         guard = ReadDeadline()
         ticker = self._ticker
+        tick: int | None = None
         try:
             # The deadline holds only while reading, never while the consumer holds a text (at `yield`).
             with guard.reading():
@@ -321,9 +322,11 @@ class OpenAIEngine:
                     if not data:
                         break
                     if ticker is not None and state.completion_chars and not state.is_done:
-                        # Texts after the first wait for the worker's next flush anyway: read them then.
+                        # Texts after the first would wait for the worker's next flush: read them then.
+                        now = loop.time()
+                        tick = ticker.first_tick(now) if tick is None else ticker.following(tick, now)
                         connection = response.connection
-                        await pause_until_tick(ticker, connection.transport if connection else None)
+                        await pause_until(ticker, tick, connection.transport if connection else None)
             is_reusable = await drain(response) if state.is_done else True
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(describe_failure(exc)) from exc
