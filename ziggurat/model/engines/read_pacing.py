@@ -8,7 +8,7 @@ then holds the text until its next flush anyway (`stream_flush_interval_s`,
 between ticks the stream's transport stops reading (the kernel buffers what
 arrives), and at each tick it reads everything waiting in one go. The client sees
 the same thing as before (the first token at once, then the answer in slices no
-further apart than the flush interval) for a quarter less gateway CPU per
+further apart than the flush interval) for about a third less gateway CPU per
 streamed request (bench/gateway_overhead.py).
 
 A stream's ticks come one interval apart, starting one interval after its first
