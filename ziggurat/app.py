@@ -109,8 +109,8 @@ def check_topology(settings: Settings) -> None:
 
 
 MODEL_REFRESH_S = 2.0
-_NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 MODEL_ADVERTISE_TTL_S = 15.0
+_NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 @asynccontextmanager

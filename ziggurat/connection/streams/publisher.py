@@ -74,8 +74,8 @@ class JobWriter:
         """`write` without the await: True when the caller must `await flush()` now.
 
         Only the first delta (and every delta when coalescing is off) is written at once;
-        the rest wait for the flusher. The worker calls this per token, which spares a
-        coroutine per token.
+        the rest wait for the flusher. The worker calls this per delta, which spares a
+        coroutine per delta.
         """
         if self.status is not AppendStatus.OK:
             raise StreamClosed(self.status)

@@ -306,13 +306,13 @@ class OpenAIEngine:
                     guard.done()
                     # At the end of the body, a newline flushes a last line that lacked one.
                     payloads = decoder.feed(data or b"\n")
-                    if len(payloads) > 1 and not state.wants_logprobs:
-                        # A slice of several tokens (a paced read): one delta, one pass downstream.
+                    if not state.wants_logprobs:
+                        # What one read brought (a paced slice: several tokens) goes on as one delta.
                         delta = merged_delta(state, payloads, endpoint.api_key)
                         if delta is not None:
                             wait_until = _earliest(loop.time() + inter_token_s, deadline)
                             yield delta
-                    else:
+                    else:  # a delta per token, each with its own logprobs
                         for payload in payloads:
                             text = apply_payload(state, payload, endpoint.api_key)
                             if text:

@@ -273,7 +273,7 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def merged_delta(state: StreamState, payloads: list[bytes], secret: str | None) -> TextDelta | None:
-    """The texts of several `data:` payloads as one delta that counts them; None when none has text."""
+    """The texts of one read's `data:` payloads as one delta that counts them; None when none has text."""
     texts = []
     for payload in payloads:
         text = apply_payload(state, payload, secret)

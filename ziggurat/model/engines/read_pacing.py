@@ -33,12 +33,11 @@ _FLOW_CONTROL_ERRORS = (AttributeError, NotImplementedError, RuntimeError)
 class ReadTicker:
     """Ticks are slot numbers: slot `n` starts at `n * interval_s / SLOTS` on the loop's clock."""
 
-    __slots__ = ("_slot_s", "_timers", "interval_s")
+    __slots__ = ("_slot_s", "_timers")
 
     def __init__(self, interval_s: float) -> None:
         if interval_s <= 0:
             raise ValueError("a read ticker needs interval_s > 0")
-        self.interval_s = interval_s
         self._slot_s = interval_s / SLOTS
         self._timers: dict[int, tuple[asyncio.TimerHandle, list[asyncio.Future[None]]]] = {}
 
