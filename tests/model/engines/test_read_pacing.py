@@ -1,4 +1,4 @@
-"""The read ticker (slots shared by streams) and the paced transport wait of the remote engine."""
+"""The read ticker: slots shared by streams, whose timer resumes the transports paused for it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ziggurat.model.engines.read_pacing import SLOTS, ReadTicker, pause_until
+from ziggurat.model.engines.read_pacing import SLOTS, ReadTicker
 
 
 async def test_a_first_tick_comes_about_one_interval_later_on_a_slot_boundary() -> None:
@@ -27,76 +27,66 @@ async def test_following_ticks_are_one_interval_apart_unless_already_past() -> N
     assert behind == ticker.first_tick(100.5) - SLOTS + 1
 
 
-async def test_streams_in_one_slot_wake_together_and_other_slots_later() -> None:
-    loop = asyncio.get_running_loop()
-    ticker = ReadTicker(0.1)
-    tick = ticker.first_tick(loop.time())
-    woke: dict[str, float] = {}
-
-    async def wait(name: str, at: int) -> None:
-        await ticker.wait(at)
-        woke[name] = loop.time()
-
-    await asyncio.gather(wait("a", tick), wait("b", tick), wait("c", tick + 3))
-
-    assert abs(woke["a"] - woke["b"]) < 0.005  # one timer woke both
-    assert woke["c"] - woke["a"] > 0.02  # three slots (30 ms) later
-    assert woke["a"] >= tick * 0.1 / SLOTS - 0.002
-
-
-async def test_a_cancelled_waiter_leaves_the_others_waiting_for_the_tick() -> None:
-    loop = asyncio.get_running_loop()
-    ticker = ReadTicker(0.05)
-    tick = ticker.first_tick(loop.time())
-    leaving = asyncio.create_task(ticker.wait(tick))
-    staying = asyncio.create_task(ticker.wait(tick))
-    await asyncio.sleep(0)
-    leaving.cancel()
-
-    await asyncio.wait_for(staying, 1)
-    assert staying.done() and not staying.cancelled()
-    with pytest.raises(asyncio.CancelledError):
-        await leaving
-
-
 def test_the_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ReadTicker(0)
 
 
 class _Transport(asyncio.ReadTransport):
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, flow_control: bool = True) -> None:
         super().__init__()
+        self.loop = loop
+        self.flow_control = flow_control
+        self.is_closed = False
         self.calls: list[str] = []
+        self.resumed_at = 0.0
 
     def pause_reading(self) -> None:
+        if not self.flow_control:
+            raise NotImplementedError
         self.calls.append("pause")
 
     def resume_reading(self) -> None:
+        if self.is_closed:
+            raise RuntimeError("closed")
         self.calls.append("resume")
+        self.resumed_at = self.loop.time()
 
 
-async def test_the_transport_reads_again_after_the_tick() -> None:
-    ticker = ReadTicker(0.02)
-    transport = _Transport()
-    await pause_until(ticker, ticker.first_tick(asyncio.get_running_loop().time()), transport)
-    assert transport.calls == ["pause", "resume"]
-
-
-async def test_the_transport_reads_again_when_the_wait_is_cancelled() -> None:
-    ticker = ReadTicker(60)
-    transport = _Transport()
-    tick = ticker.first_tick(asyncio.get_running_loop().time())
-    waiting = asyncio.create_task(pause_until(ticker, tick, transport))
-    await asyncio.sleep(0.01)
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    assert transport.calls == ["pause", "resume"]
-
-
-async def test_a_finished_body_has_no_transport_and_no_wait() -> None:
+async def test_transports_paused_for_one_slot_resume_together_and_another_slot_later() -> None:
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    await pause_until(ReadTicker(60), 10**12, None)
-    assert loop.time() - started < 1
+    ticker = ReadTicker(0.1)
+    tick = ticker.first_tick(loop.time())
+    a, b, c = _Transport(loop), _Transport(loop), _Transport(loop)
+    ticker.pause(a, tick)
+    ticker.pause(b, tick)
+    ticker.pause(c, tick + 3)
+    assert a.calls == b.calls == c.calls == ["pause"]
+
+    await asyncio.sleep(tick * 0.1 / SLOTS - loop.time() + 0.005)
+    assert a.calls == b.calls == ["pause", "resume"]  # one timer resumed both
+    assert c.calls == ["pause"]  # three slots (30 ms) later
+    assert abs(a.resumed_at - b.resumed_at) < 1e-3
+    assert a.resumed_at >= tick * 0.1 / SLOTS - 0.002
+
+    await asyncio.sleep(0.04)
+    assert c.calls == ["pause", "resume"]
+    assert c.resumed_at - a.resumed_at > 0.02
+
+
+async def test_a_transport_without_flow_control_reads_on_unpaced() -> None:
+    ticker = ReadTicker(0.02)
+    transport = _Transport(asyncio.get_running_loop(), flow_control=False)
+    ticker.pause(transport, ticker.first_tick(asyncio.get_running_loop().time()))
+    await asyncio.sleep(0.05)
+    assert transport.calls == []  # never paused, so nothing to resume
+
+
+async def test_a_transport_closed_while_paused_is_resumed_quietly() -> None:
+    loop = asyncio.get_running_loop()
+    ticker = ReadTicker(0.02)
+    transport = _Transport(loop)
+    ticker.pause(transport, ticker.first_tick(loop.time()))
+    transport.is_closed = True  # the stream was cancelled and its connection closed
+    await asyncio.sleep(0.05)  # the slot's timer runs and raises nothing
+    assert transport.calls == ["pause"]

@@ -71,7 +71,7 @@ from ziggurat.model.engines.openai_wire import (
     to_chat_completion_request,
 )
 from ziggurat.model.engines.read_deadline import ReadDeadline
-from ziggurat.model.engines.read_pacing import ReadTicker, pause_until
+from ziggurat.model.engines.read_pacing import ReadTicker
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,9 @@ class OpenAIEngine:
                         now = loop.time()
                         tick = ticker.first_tick(now) if tick is None else ticker.following(tick, now)
                         connection = response.connection
-                        await pause_until(ticker, tick, connection.transport if connection else None)
+                        if connection is not None and connection.transport is not None:
+                            # The next read waits for the tick; the deadline counts that wait as before.
+                            ticker.pause(connection.transport, tick)
             is_reusable = await drain(response) if state.is_done else True
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(describe_failure(exc)) from exc

@@ -13,10 +13,10 @@ streamed request (bench/gateway_overhead.py).
 
 A stream's ticks come one interval apart, starting one interval after its first
 text. They are rounded to one of `SLOTS` slots of the interval, and the streams
-whose ticks share a slot share one timer: the reads (and the CPU they cost) stay
-spread over the interval as the streams' starts were, instead of all landing on
-one instant, and each slot's slices reach the publisher together, so it still
-writes them in one batch.
+whose ticks share a slot share one timer, which resumes their transports: the
+reads (and the CPU they cost) stay spread over the interval as the streams'
+starts were, instead of all landing on one instant, and each slot's slices reach
+the publisher together, so it still writes them in one batch.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ _FLOW_CONTROL_ERRORS = (AttributeError, NotImplementedError, RuntimeError)
 class ReadTicker:
     """Ticks are slot numbers: slot `n` starts at `n * interval_s / SLOTS` on the loop's clock."""
 
-    __slots__ = ("_slot_s", "_timers")
+    __slots__ = ("_paused", "_slot_s")
 
     def __init__(self, interval_s: float) -> None:
         if interval_s <= 0:
             raise ValueError("a read ticker needs interval_s > 0")
         self._slot_s = interval_s / SLOTS
-        self._timers: dict[int, tuple[asyncio.TimerHandle, list[asyncio.Future[None]]]] = {}
+        self._paused: dict[int, list[asyncio.ReadTransport]] = {}
 
     def first_tick(self, now: float) -> int:
         """A stream's first tick: about one interval from `now`."""
@@ -49,36 +49,26 @@ class ReadTicker:
         """The tick one interval after `tick`; the next slot when that is past already (a stream behind)."""
         return max(tick + SLOTS, math.floor(now / self._slot_s) + 1)
 
-    async def wait(self, tick: int) -> None:
-        """Return at `tick`. A waiter cancelled meanwhile leaves the others undisturbed."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        timer = self._timers.get(tick)
-        if timer is None:
-            handle = loop.call_at(tick * self._slot_s, self._fire, tick)
-            timer = self._timers[tick] = (handle, [])
-        timer[1].append(waiter)
-        await waiter
+    def pause(self, transport: asyncio.ReadTransport, tick: int) -> None:
+        """Stop reading `transport` until `tick` (the kernel keeps what arrives meanwhile).
 
-    def _fire(self, tick: int) -> None:
-        _, waiters = self._timers.pop(tick)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        The slot's timer resumes it, so the stream's task, already waiting for its
+        next read, wakes once per slice (when the data is in), not also at the tick.
+        The caller closes a connection it stops reading while paused (a cancelled or
+        timed-out read), so a paused transport is never handed to another request;
+        resuming one that closed meanwhile is harmless.
+        """
+        try:
+            transport.pause_reading()
+        except _FLOW_CONTROL_ERRORS:
+            return  # no flow control (or closed): it reads on, unpaced
+        paused = self._paused.get(tick)
+        if paused is None:
+            paused = self._paused[tick] = []
+            asyncio.get_running_loop().call_at(tick * self._slot_s, self._resume, tick)
+        paused.append(transport)
 
-
-async def pause_until(ticker: ReadTicker, tick: int, transport: asyncio.ReadTransport | None) -> None:
-    """Stop reading `transport` until `tick` (the kernel keeps what arrives meanwhile).
-
-    Reading resumes however the wait ends, so a connection is never left paused: a
-    cancelled wait closes it anyway, and a finished one reads on at once.
-    """
-    if transport is None:  # the whole body is in aiohttp's buffer already: nothing to pace
-        return
-    with suppress(*_FLOW_CONTROL_ERRORS):
-        transport.pause_reading()
-    try:
-        await ticker.wait(tick)
-    finally:
-        with suppress(*_FLOW_CONTROL_ERRORS):
-            transport.resume_reading()
+    def _resume(self, tick: int) -> None:
+        for transport in self._paused.pop(tick):
+            with suppress(*_FLOW_CONTROL_ERRORS):
+                transport.resume_reading()
