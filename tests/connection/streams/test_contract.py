@@ -255,6 +255,22 @@ async def test_a_stalled_stream_times_out_with_an_error_end(make_streams: MakeSt
     assert (end.finish_reason, end.error) == ("error", STALLED)
 
 
+async def test_a_stream_written_more_often_than_its_idle_timeout_never_stalls(
+    make_streams: MakeStreams,
+) -> None:
+    streams = make_streams(first_event_timeout_s=5.0, idle_timeout_s=0.25)
+    await streams.claim("j")
+    reading = asyncio.create_task(collect(streams, "j"))
+    for letter in "abcdefgh":  # 0.8 s in all, three idle timeouts' worth, never 0.25 s apart
+        await write(streams, "j", Chunk(letter, 1))
+        await asyncio.sleep(0.1)
+    await write(streams, "j", GenerationEnd("stop", Usage(1, 8)))
+    entries = await asyncio.wait_for(reading, 5.0)
+    assert texts(entries) == list("abcdefgh")
+    end = entries[-1].event
+    assert isinstance(end, GenerationEnd) and end.finish_reason == "stop"
+
+
 async def test_a_reader_that_leaves_early_is_forgotten(streams: EventStreams) -> None:
     await streams.claim("j")
     await write(streams, "j", Chunk("a", 1), Chunk("b", 1))

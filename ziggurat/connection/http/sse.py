@@ -17,6 +17,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
+_BINARY = (bytes, memoryview)  # a tuple: `bytes | memoryview` would build a union per chunk
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -77,7 +78,7 @@ class EventStreamResponse(StreamingResponse):
                     continue  # the body has ended: the iterator is only finishing its own work
                 if isinstance(chunk, FinalFrame):
                     streaming = False
-                body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+                body = chunk if isinstance(chunk, _BINARY) else chunk.encode(self.charset)
                 await send({"type": "http.response.body", "body": body, "more_body": streaming})
             if streaming:
                 streaming = False

@@ -63,26 +63,61 @@ class _Stream:
             if not waiter.done():
                 waiter.set_result(False)
 
-    async def wait_for_write(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> bool:
+    async def wait_for_write(self, idle: _IdleTimer, timeout_s: float) -> bool:
         """Wait for the next write; False when `timeout_s` passed first.
 
-        A future per wait and one timer, not `asyncio.timeout` around an `Event`: the
-        reader of every in-process stream waits here once per worker flush, and that
-        pair costs four `get_running_loop` calls (a `getpid` system call each on
-        Python 3.11) and a timer reschedule per wait.
+        A future per wait and the reader's one lazily re-armed timer, not `asyncio.timeout`
+        around an `Event` (four `get_running_loop` calls, each a `getpid` system call on
+        Python 3.11) nor a timer per wait: the reader of every in-process stream waits
+        here once per worker flush.
         """
-        waiter: asyncio.Future[bool] = loop.create_future()
+        waiter: asyncio.Future[bool] = idle.loop.create_future()
         self.waiters.append(waiter)
-        expiry = loop.call_later(timeout_s, _expire, waiter)
-        try:
-            return not await waiter
-        finally:
-            expiry.cancel()
+        idle.watch(waiter, timeout_s)
+        return not await waiter
 
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
+class _IdleTimer:
+    """One timer for all of a reader's waits: it fires at the earliest deadline it was armed
+    for and re-arms itself when the deadline moved on since, so a wait costs two attribute
+    stores instead of pushing a timer onto the loop's heap and cancelling it."""
+
+    __slots__ = ("_armed_at", "_handle", "deadline", "loop", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
+        self.deadline = 0.0
+        self.waiter: asyncio.Future[bool] | None = None
+
+    def watch(self, waiter: asyncio.Future[bool], timeout_s: float) -> None:
+        """Resolve `waiter` with True (expired) if nothing resolved it within `timeout_s`."""
+        self.waiter = waiter
+        self.deadline = self.loop.time() + timeout_s
+        if self._handle is None or self.deadline < self._armed_at:
+            self._arm(self.deadline)
+
+    def _arm(self, moment: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = moment
+        self._handle = self.loop.call_at(moment, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # no wait now: the next one arms afresh
+        if self.loop.time() < self.deadline:
+            self._arm(self.deadline)
+        else:
+            waiter.set_result(True)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class MemoryStreams:
@@ -146,27 +181,31 @@ class MemoryStreams:
 
     async def read(self, job_id: str, *, after: str | None = None) -> AsyncGenerator[StreamEntry, None]:
         stream = self._stream(job_id)
-        loop = asyncio.get_running_loop()
+        idle = _IdleTimer(asyncio.get_running_loop())
         next_seq = int(after.split("-")[1]) + 1 if after is not None and is_entry_id(after) else 1
         has_seen_event = after is not None
-        while True:
-            start = max(next_seq - stream.first_seq, 0)
-            pending = stream.entries[start:]
-            for entry in pending:
-                yield entry
-                if isinstance(entry.event, GenerationEnd):
+        try:
+            while True:
+                start = max(next_seq - stream.first_seq, 0)
+                pending = stream.entries[start:]
+                for entry in pending:
+                    yield entry
+                    if isinstance(entry.event, GenerationEnd):
+                        return
+                if pending:
+                    has_seen_event = True
+                    next_seq = stream.first_seq + start + len(pending)
+                if stream.next_seq > next_seq:  # written while this reader was suspended in `yield`
+                    continue
+                timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
+                if not await stream.wait_for_write(idle, timeout):
+                    reason = STALLED if has_seen_event else NO_FIRST_EVENT
+                    yield StreamEntry(f"0-{next_seq}", timeout_end(reason))
                     return
-            if pending:
-                has_seen_event = True
-                next_seq = stream.first_seq + start + len(pending)
-            if stream.next_seq > next_seq:  # written while this reader was suspended in `yield`
-                continue
-            timeout = self._idle_timeout_s if has_seen_event else self._first_event_timeout_s
-            if not await stream.wait_for_write(loop, timeout):
-                yield StreamEntry(f"0-{next_seq}", timeout_end(STALLED if has_seen_event else NO_FIRST_EVENT))
-                return
-            # The stream may have expired and been replaced while we waited.
-            stream = self._streams.get(job_id, stream)
+                # The stream may have expired and been replaced while we waited.
+                stream = self._streams.get(job_id, stream)
+        finally:
+            idle.close()
 
     async def cancel(self, job_id: str) -> None:
         stream = self._stream(job_id)
