@@ -46,6 +46,7 @@ from _common import (
     start_process,
     wait_http,
     write_result,
+    speed_probe_ms,
     ziggurat_api_key,
 )
 
@@ -150,6 +151,7 @@ async def measure(
 
 
 async def main(args: argparse.Namespace) -> None:
+    probe_before = speed_probe_ms()
     upstream_port, relay_port, ziggurat_port = free_port(), free_port(), free_port()
     upstream = start_process(
         [
@@ -247,6 +249,7 @@ async def main(args: argparse.Namespace) -> None:
         {
             "question": "gateway CPU per streamed request vs a bare aiohttp relay",
             **run_metadata(),
+            "speed_probe_ms": [probe_before, speed_probe_ms()],
             "settings": vars(args),
             "rounds": rounds,
             "bare_relay": rounds[-1]["bare_relay"],
