@@ -43,10 +43,10 @@ from _common import (
     cpu_seconds,
     free_port,
     run_metadata,
+    speed_probe_ms,
     start_process,
     wait_http,
     write_result,
-    speed_probe_ms,
     ziggurat_api_key,
 )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -296,21 +296,21 @@ class Worker:
 
     async def _run(self, delivery: Delivery, claim: Claim, writer: JobWriter) -> None:
         """Generate in this task (not a task raced with `asyncio.wait`: one hop fewer per job);
-        a stop request (the stream's cancel) interrupts it."""
+        a stop request (the stream's cancel) interrupts it: the stream store calls back
+        (`on_cancelled`), which in process costs no watcher task per job."""
         job_id = delivery.job.job_id
         task = asyncio.current_task()
         assert task is not None
         generating = True
         stopped = False
 
-        def stop(watcher: asyncio.Task[None]) -> None:
+        def stop() -> None:
             nonlocal stopped
-            if generating and not watcher.cancelled():
+            if generating and not stopped:
                 stopped = True
                 task.cancel()
 
-        watcher = asyncio.create_task(self._streams.wait_cancelled(job_id))
-        watcher.add_done_callback(stop)
+        unwatch = self._streams.on_cancelled(job_id, stop)
         try:
             await self._generate(_resumed(delivery.job.request, claim), claim, writer)
         except asyncio.CancelledError:
@@ -323,7 +323,7 @@ class Worker:
             await writer.finish(GenerationEnd("cancelled", Usage(0, claim.tokens + writer.written_tokens)))
         finally:
             generating = False
-            await _settle(watcher)
+            unwatch()
 
     async def _generate(self, request: GenerationRequest, claim: Claim, writer: JobWriter) -> None:
         """Relay the engine's answer (inside the `engine.generate` span) and report how the job ended."""
@@ -371,13 +371,6 @@ def _queue_wait_s(job: Job) -> float | None:
     if job.enqueued_at <= 0:
         return None
     return max(0.0, time.time() - job.enqueued_at)
-
-
-async def _settle(*tasks: asyncio.Task[None]) -> None:
-    for task in tasks:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 def _resumed(request: GenerationRequest, claim: Claim) -> GenerationRequest:

@@ -234,6 +234,33 @@ async def test_cancel_after_claim_reaches_the_worker(streams: EventStreams) -> N
     assert (claim.status, claim.epoch, claim.text, claim.tokens) == ("cancelled", 2, "ab", 2)
 
 
+async def test_a_cancel_calls_the_workers_watch_back_once(streams: EventStreams) -> None:
+    await streams.claim("j")
+    calls: list[str] = []
+    unwatch = streams.on_cancelled("j", lambda: calls.append("j"))
+    unwatched = streams.on_cancelled("j", lambda: calls.append("gone"))
+    unwatched()
+    await asyncio.sleep(0.05)
+    assert calls == []
+    await streams.cancel("j")
+    await streams.cancel("j")
+    for _ in range(100):
+        if calls:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    assert calls == ["j"]
+    unwatch()  # after the call back: harmless
+
+
+async def test_a_watch_that_starts_after_the_cancel_is_still_called_back(streams: EventStreams) -> None:
+    await streams.claim("j")
+    await streams.cancel("j")
+    called = asyncio.Event()
+    streams.on_cancelled("j", called.set)
+    await asyncio.wait_for(called.wait(), 5.0)
+
+
 async def test_no_first_event_times_out_with_an_error_end(make_streams: MakeStreams) -> None:
     streams = make_streams(first_event_timeout_s=0.2, idle_timeout_s=5.0)
     entries = await asyncio.wait_for(collect(streams, "j"), 2.0)

@@ -19,7 +19,7 @@ dead but is still running can never interleave text with its successor.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, Protocol
@@ -105,6 +105,15 @@ class EventStreams(Protocol):
 
     async def wait_cancelled(self, job_id: str) -> None:
         """Return once the job is cancelled (worker side)."""
+        ...
+
+    def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (once, from the event loop) when the job is cancelled (worker side).
+
+        Returns the function that stops watching. A worker watches every job it runs
+        this way: where the store can call back by itself (in process) that costs no
+        task per job.
+        """
         ...
 
     async def ping(self) -> bool: ...

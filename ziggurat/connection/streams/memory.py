@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from ziggurat.connection.streams.base import (
@@ -40,6 +41,8 @@ class _Stream:
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     """Readers waiting for the next write; each owns its future (a cancelled reader cancels only its own)."""
     touched_at: float = field(default_factory=time.monotonic)
+    on_cancel: list[Callable[[], None]] | None = None
+    """Callbacks of the worker running the job (`on_cancelled`); None until one watches."""
 
     @property
     def next_seq(self) -> int:
@@ -212,11 +215,30 @@ class MemoryStreams:
         if stream.cancelled.is_set():
             return
         stream.cancelled.set()
+        callbacks, stream.on_cancel = stream.on_cancel, None
+        for callback in callbacks or ():
+            callback()
         if stream.epoch == 0 and not stream.is_ended:
             stream.add(cancelled_end(), self._max_entries)
 
     async def wait_cancelled(self, job_id: str) -> None:
         await self._stream(job_id).cancelled.wait()
+
+    def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        stream = self._stream(job_id)
+        if stream.cancelled.is_set():
+            handle = asyncio.get_running_loop().call_soon(callback)
+            return handle.cancel
+        if stream.on_cancel is None:
+            stream.on_cancel = []
+        callbacks = stream.on_cancel
+        callbacks.append(callback)
+
+        def unwatch() -> None:
+            with suppress(ValueError):
+                callbacks.remove(callback)
+
+        return unwatch
 
     async def ping(self) -> bool:
         return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -41,6 +41,9 @@ from ziggurat.connection.streams.codec import decode, encode
 from ziggurat.connection.streams.redis_cancel import CancelWatcher
 from ziggurat.connection.streams.redis_reader import StreamReader
 from ziggurat.model.engine import TextDelta
+
+_watches: set[asyncio.Task[None]] = set()
+"""Cancel watches in flight (`on_cancelled`): the loop keeps only weak references to tasks."""
 
 _PING_TIMEOUT_S = 1.0
 _APPEND_STATUSES = (AppendStatus.OK, AppendStatus.FENCED, AppendStatus.LOST)
@@ -218,6 +221,23 @@ class RedisStreams:
 
     async def wait_cancelled(self, job_id: str) -> None:
         await self._cancels.wait(job_id)
+
+    def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        # A task per job: the wait starts with a check of the job's cancel key, a round trip.
+        watching = asyncio.get_running_loop().create_task(self._cancels.wait(job_id))
+        _watches.add(watching)
+        watching.add_done_callback(_watches.discard)
+
+        def call_back(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                callback()
+
+        watching.add_done_callback(call_back)
+
+        def unwatch() -> None:
+            watching.cancel()
+
+        return unwatch
 
     async def ping(self) -> bool:
         try:
