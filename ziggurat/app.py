@@ -145,7 +145,7 @@ async def open_services(
             engine = build_engine(settings)
             stack.push_async_callback(engine.aclose)
             health_service.add_check("engine", _readiness_of(engine))
-            flush_s = flush_interval_for(engine, settings.broker.stream_flush_interval_s)
+            flush_s = flush_interval_for(engine, settings.broker.stream_flush_interval_s, broker.streams)
             publisher = StreamPublisher(broker.streams, flush_interval_s=flush_s)
             stack.push_async_callback(publisher.aclose)
             worker = Worker(

@@ -116,7 +116,17 @@ async def test_cancelling_during_a_paced_wait_closes_the_connection(fake: FakeOp
         await engine.aclose()
 
 
-def test_a_pacing_engine_gets_a_short_publisher_window(fake: FakeOpenAI) -> None:
-    assert flush_interval_for(paced_engine(fake), 0.1) == PACED_FLUSH_S
-    assert flush_interval_for(make_engine(fake.base_url), 0.1) == 0.1  # reads as it arrives
-    assert flush_interval_for(paced_engine(fake), 0.0) == 0.0  # coalescing off stays off
+class _Store:
+    def __init__(self, *, remote: bool) -> None:
+        self.appends_cost_a_round_trip = remote
+
+
+def test_a_pacing_engine_gets_a_short_publisher_window_or_none(fake: FakeOpenAI) -> None:
+    remote, local = _Store(remote=True), _Store(remote=False)
+    assert (
+        flush_interval_for(paced_engine(fake), 0.1, remote) == PACED_FLUSH_S
+    )  # a slot's slices, one round trip
+    assert flush_interval_for(paced_engine(fake), 0.1, local) == 0.0  # written as they come
+    assert flush_interval_for(make_engine(fake.base_url), 0.1, local) == 0.1  # reads as it arrives
+    assert flush_interval_for(make_engine(fake.base_url), 0.1, remote) == 0.1
+    assert flush_interval_for(paced_engine(fake), 0.0, remote) == 0.0  # coalescing off stays off

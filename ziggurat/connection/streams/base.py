@@ -79,6 +79,9 @@ class AppendStatus(Enum):
 class EventStreams(Protocol):
     """Per-job event streams. Safe across tasks."""
 
+    appends_cost_a_round_trip: bool
+    """Whether each `append` call waits for a server (then writers batch their appends)."""
+
     async def claim(self, job_id: str) -> Claim:
         """Take the job's stream for a new epoch (worker side).
 

@@ -124,6 +124,8 @@ class _IdleTimer:
 
 
 class MemoryStreams:
+    appends_cost_a_round_trip = False
+
     def __init__(
         self,
         *,

@@ -22,18 +22,22 @@ log = get_logger(__name__)
 
 
 PACED_FLUSH_S = 0.005
-"""The publisher's window behind an engine that coalesces itself: long enough to batch the
-slices its streams hand over at one tick into one write, short enough to add no noticeable delay."""
+"""The publisher's window behind an engine that coalesces itself, when each write is a round trip
+(Redis): long enough to batch the slices its streams hand over at one tick into one write, short
+enough to add no noticeable delay."""
 
 
-def flush_interval_for(engine: Engine, configured_s: float) -> float:
-    """The window a worker's publisher gathers tokens over, given its engine.
+def flush_interval_for(engine: Engine, configured_s: float, streams: EventStreams) -> float:
+    """The window a worker's publisher gathers tokens over, given its engine and stream store.
 
     An engine that reads its upstream once per `configured_s` (`PacedReader`) has
-    coalesced already: gathering again for as long would add that delay twice.
+    coalesced already: gathering again for as long would add that delay twice. Into
+    an in-process store its slices are written as they come (a write there is a list
+    append; a window would only cost a timer and a later loop pass per slot), into one
+    across the network after `PACED_FLUSH_S`, so a slot's slices share one round trip.
     """
     if isinstance(engine, PacedReader) and engine.read_interval_s > 0:
-        return min(configured_s, PACED_FLUSH_S)
+        return min(configured_s, PACED_FLUSH_S) if streams.appends_cost_a_round_trip else 0.0
     return configured_s
 
 

@@ -80,6 +80,8 @@ class RedisStreams:
     credentials. `aclose()` closes those, and `client` too when `from_url` made it.
     """
 
+    appends_cost_a_round_trip = True
+
     def __init__(
         self,
         client: redis.asyncio.Redis,
