@@ -62,47 +62,46 @@ async def test_a_body_that_fails_mid_stream_raises_in_the_requests_task() -> Non
     assert server.body == b"data: 1\n\n"
 
 
-async def test_a_client_that_leaves_ends_the_body_and_its_cleanup_runs() -> None:
-    cleaned_up = asyncio.Event()
-    first_sent = asyncio.Event()
+class StuckBody:
+    """A body that sends `first` (when given), then waits for good; says when it is waiting and
+    when its cleanup (`finally`) ran."""
 
-    async def body() -> AsyncIterator[bytes]:
+    def __init__(self, first: bytes | None = None) -> None:
+        self.first = first
+        self.waiting = asyncio.Event()
+        self.cleaned_up = asyncio.Event()
+
+    async def __call__(self) -> AsyncIterator[bytes]:
         try:
-            yield b"data: 1\n\n"
-            first_sent.set()
+            if self.first is not None:
+                yield self.first
+            self.waiting.set()
             await asyncio.sleep(60)
             yield b"data: never\n\n"
         finally:
-            cleaned_up.set()
+            self.cleaned_up.set()
 
+
+async def test_a_client_that_leaves_ends_the_body_and_its_cleanup_runs() -> None:
+    body = StuckBody(b"data: 1\n\n")
     server = FakeServer()
     call = asyncio.create_task(sse_response(body())(SCOPE, server.receive, server.send))
-    await asyncio.wait_for(first_sent.wait(), 5)
+    await asyncio.wait_for(body.waiting.wait(), 5)
     server.leave()
     await asyncio.wait_for(call, 5)  # returns quietly: nobody is left to answer
-    assert cleaned_up.is_set()
-    assert b"never" not in server.body
+    assert body.cleaned_up.is_set()
+    assert server.body == b"data: 1\n\n"
 
 
 async def test_cancelling_the_request_cancels_the_body_too() -> None:
-    cleaned_up = asyncio.Event()
-    started = asyncio.Event()
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            started.set()
-            await asyncio.sleep(60)
-            yield b"data: never\n\n"
-        finally:
-            cleaned_up.set()
-
+    body = StuckBody()
     server = FakeServer()
     call = asyncio.create_task(sse_response(body())(SCOPE, server.receive, server.send))
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(body.waiting.wait(), 5)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    await asyncio.wait_for(cleaned_up.wait(), 5)
+    await asyncio.wait_for(body.cleaned_up.wait(), 5)
 
 
 async def test_the_body_task_runs_with_the_requests_context() -> None:
