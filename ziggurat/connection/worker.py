@@ -9,7 +9,7 @@ A job that keeps failing goes to the dead-letter queue after
 `max_deliveries` claims, and its readers get a clear error.
 
 Cancellation (a client leaving, a stop button) reaches the generation within
-one decode step through `EventStreams.wait_cancelled`. A stopping worker drains:
+one decode step through `EventStreams.on_cancelled`. A stopping worker drains:
 it stops taking jobs, lets those it runs finish within a grace period and
 releases the rest to the queue, where another worker resumes them.
 """

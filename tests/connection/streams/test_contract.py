@@ -211,6 +211,13 @@ async def test_a_finished_stream_is_not_claimed_again(streams: EventStreams) -> 
     assert texts(await collect(streams, "j")) == ["x"]
 
 
+def cancel_seen(streams: EventStreams, job_id: str) -> asyncio.Event:
+    """Set once the worker side of `job_id` is told of its cancel (`on_cancelled`)."""
+    seen = asyncio.Event()
+    streams.on_cancelled(job_id, seen.set)
+    return seen
+
+
 async def test_cancel_before_claim_ends_the_stream_at_once(streams: EventStreams) -> None:
     reader = asyncio.create_task(collect(streams, "j"))
     await asyncio.sleep(0.05)
@@ -219,17 +226,17 @@ async def test_cancel_before_claim_ends_the_stream_at_once(streams: EventStreams
     entries = await asyncio.wait_for(reader, 5.0)
     assert [entry.event for entry in entries] == [GenerationEnd("cancelled", Usage(0, 0))]
     assert (await streams.claim("j")).status == "finished"
-    await asyncio.wait_for(streams.wait_cancelled("j"), 5.0)
+    await asyncio.wait_for(cancel_seen(streams, "j").wait(), 5.0)
 
 
 async def test_cancel_after_claim_reaches_the_worker(streams: EventStreams) -> None:
     await streams.claim("j")
     await write(streams, "j", Chunk("ab", 2))
-    waiting = asyncio.create_task(streams.wait_cancelled("j"))
+    waiting = cancel_seen(streams, "j")
     await asyncio.sleep(0.05)
-    assert not waiting.done()
+    assert not waiting.is_set()
     await streams.cancel("j")
-    await asyncio.wait_for(waiting, 5.0)
+    await asyncio.wait_for(waiting.wait(), 5.0)
     claim = await streams.claim("j")
     assert (claim.status, claim.epoch, claim.text, claim.tokens) == ("cancelled", 2, "ab", 2)
 
@@ -256,9 +263,7 @@ async def test_a_cancel_calls_the_workers_watch_back_once(streams: EventStreams)
 async def test_a_watch_that_starts_after_the_cancel_is_still_called_back(streams: EventStreams) -> None:
     await streams.claim("j")
     await streams.cancel("j")
-    called = asyncio.Event()
-    streams.on_cancelled("j", called.set)
-    await asyncio.wait_for(called.wait(), 5.0)
+    await asyncio.wait_for(cancel_seen(streams, "j").wait(), 5.0)
 
 
 async def test_no_first_event_times_out_with_an_error_end(make_streams: MakeStreams) -> None:
@@ -498,7 +503,7 @@ async def test_a_cancel_published_while_the_listener_was_away_is_seen(
     streams = redis_streams()
     await streams.claim("j")
     await streams.claim("k")
-    waiting = asyncio.create_task(streams.wait_cancelled("j"))
+    waiting = cancel_seen(streams, "j")
     await asyncio.sleep(0.05)
     client = redis.from_url(redis_server_url, decode_responses=True)
     try:
@@ -507,7 +512,7 @@ async def test_a_cancel_published_while_the_listener_was_away_is_seen(
         await client.client_kill_filter(_id=int(listener["id"]))
         # The cancel key is set with no message: only the re-check after reconnecting can find it.
         await client.set(f"{streams._prefix}:c:j", "1", ex=60)
-        await asyncio.wait_for(waiting, 2.0)
+        await asyncio.wait_for(waiting.wait(), 2.0)
     finally:
         await client.aclose()
     assert streams._cancels.waiter_count == 0

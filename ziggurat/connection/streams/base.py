@@ -106,10 +106,6 @@ class EventStreams(Protocol):
         """Ask whoever runs the job to stop; a job nobody has claimed yet ends at once. Idempotent."""
         ...
 
-    async def wait_cancelled(self, job_id: str) -> None:
-        """Return once the job is cancelled (worker side)."""
-        ...
-
     def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` (once, from the event loop) when the job is cancelled (worker side).
 

@@ -37,7 +37,7 @@ class _Stream:
     """Sequence number of `entries[0]` (earlier ones were trimmed)."""
     epoch: int = 0
     is_ended: bool = False
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    is_cancelled: bool = False
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
     """Readers waiting for the next write; each owns its future (a cancelled reader cancels only its own)."""
     touched_at: float = field(default_factory=time.monotonic)
@@ -166,7 +166,7 @@ class MemoryStreams:
         deltas = [e for e in stream.entries if isinstance(e.event, TextDelta)]
         text = "".join(e.event.text for e in deltas if isinstance(e.event, TextDelta))
         tokens = sum(e.tokens for e in deltas)
-        if stream.cancelled.is_set():
+        if stream.is_cancelled:
             return Claim("cancelled", stream.epoch, text, tokens)
         return Claim("run", stream.epoch, text, tokens)
 
@@ -214,21 +214,18 @@ class MemoryStreams:
 
     async def cancel(self, job_id: str) -> None:
         stream = self._stream(job_id)
-        if stream.cancelled.is_set():
+        if stream.is_cancelled:
             return
-        stream.cancelled.set()
+        stream.is_cancelled = True
         callbacks, stream.on_cancel = stream.on_cancel, None
         for callback in callbacks or ():
             callback()
         if stream.epoch == 0 and not stream.is_ended:
             stream.add(cancelled_end(), self._max_entries)
 
-    async def wait_cancelled(self, job_id: str) -> None:
-        await self._stream(job_id).cancelled.wait()
-
     def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         stream = self._stream(job_id)
-        if stream.cancelled.is_set():
+        if stream.is_cancelled:
             handle = asyncio.get_running_loop().call_soon(callback)
             return handle.cancel
         if stream.on_cancel is None:

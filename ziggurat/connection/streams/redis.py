@@ -221,9 +221,6 @@ class RedisStreams:
         args = [self._ttl_ms, f"{self._prefix}:cancel", job_id, self._max_entries, *end]
         await self._cancel_script(keys=keys, args=args)
 
-    async def wait_cancelled(self, job_id: str) -> None:
-        await self._cancels.wait(job_id)
-
     def on_cancelled(self, job_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         # A task per job: the wait starts with a check of the job's cancel key, a round trip.
         watching = asyncio.get_running_loop().create_task(self._cancels.wait(job_id))
