@@ -25,6 +25,7 @@ from ziggurat.connection.streams.base import (
     is_entry_id,
     timeout_end,
 )
+from ziggurat.lazy_deadline import LazyDeadline
 from ziggurat.model.engine import GenerationEnd, TextDelta
 
 _SWEEP_INTERVAL_S = 1.0
@@ -80,47 +81,27 @@ class _Stream:
         return not await waiter
 
 
-class _IdleTimer:
-    """One timer for all of a reader's waits: it fires at the earliest deadline it was armed
-    for and re-arms itself when the deadline moved on since, so a wait costs two attribute
+class _IdleTimer(LazyDeadline):
+    """One timer for all of a reader's waits (`LazyDeadline`): a wait costs two attribute
     stores instead of pushing a timer onto the loop's heap and cancelling it."""
 
-    __slots__ = ("_armed_at", "_handle", "deadline", "loop", "waiter")
+    __slots__ = ("waiter",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed_at = 0.0
-        self.deadline = 0.0
+        super().__init__(loop)
         self.waiter: asyncio.Future[bool] | None = None
 
     def watch(self, waiter: asyncio.Future[bool], timeout_s: float) -> None:
         """Resolve `waiter` with True (expired) if nothing resolved it within `timeout_s`."""
         self.waiter = waiter
-        self.deadline = self.loop.time() + timeout_s
-        if self._handle is None or self.deadline < self._armed_at:
-            self._arm(self.deadline)
+        self.move_to(self.loop.time() + timeout_s)
 
-    def _arm(self, moment: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._armed_at = moment
-        self._handle = self.loop.call_at(moment, self._check)
+    def _is_pending(self) -> bool:
+        return self.waiter is not None and not self.waiter.done()
 
-    def _check(self) -> None:
-        self._handle = None
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            return  # no wait now: the next one arms afresh
-        if self.loop.time() < self.deadline:
-            self._arm(self.deadline)
-        else:
-            waiter.set_result(True)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    def _expire(self) -> None:
+        if self.waiter is not None:
+            self.waiter.set_result(True)
 
 
 class MemoryStreams:

@@ -3,11 +3,12 @@
 `asyncio.timeout` would do, but rescheduling it around every read of a token
 stream cancels one timer and pushes another onto the event loop's heap twice per
 token: 5% of a busy gateway's CPU in profiles (bench/gateway_overhead.py). Here a
-single timer per stream re-arms itself lazily: when it fires before the deadline
-(the deadline moved on since), it sleeps again until the new one; when it fires
-past the deadline while the stream is reading, it cancels the reading task, and
-`reading()` turns that cancellation into `TimeoutError`. While the consumer holds
-a value (the stream is not reading), nothing fires.
+single timer per stream re-arms itself lazily (`ziggurat/lazy_deadline.py`): when
+it fires before the deadline (the deadline moved on since), it sleeps again until
+the new one; when it fires past the deadline while the stream is reading, it
+cancels the reading task, and `reading()` turns that cancellation into
+`TimeoutError`. While the consumer holds a value (the stream is not reading),
+nothing fires.
 """
 
 from __future__ import annotations
@@ -16,48 +17,36 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ziggurat.lazy_deadline import LazyDeadline
 
-class ReadDeadline:
+
+class ReadDeadline(LazyDeadline):
     """Arm with `set(deadline)` before each read; wrap the reading loop in `with guard.reading():`."""
 
-    __slots__ = ("_armed_at", "_expired", "_handle", "_loop", "_task", "deadline", "is_reading")
+    __slots__ = ("_expired", "_task", "is_reading")
 
     def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        super().__init__(asyncio.get_running_loop())
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("ReadDeadline must be created inside a task")
         self._task = task
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed_at = 0.0
         self._expired = False
-        self.deadline = 0.0
         self.is_reading = False
 
     def set(self, deadline: float) -> None:
-        """The moment the next read must have returned by; touches the timer only when it would fire late."""
-        self.deadline = deadline
+        """The moment the next read must have returned by."""
         self.is_reading = True
-        if self._handle is None or deadline < self._armed_at:
-            self._arm(deadline)
-
-    def _arm(self, moment: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._armed_at = moment
-        self._handle = self._loop.call_at(moment, self._check)
+        self.move_to(deadline)
 
     def done(self) -> None:
         """A read returned: no deadline until the next `set`."""
         self.is_reading = False
 
-    def _check(self) -> None:
-        self._handle = None
-        if not self.is_reading:
-            return  # the next `set` arms a fresh timer
-        if self._loop.time() < self.deadline:
-            self._arm(self.deadline)
-            return
+    def _is_pending(self) -> bool:
+        return self.is_reading
+
+    def _expire(self) -> None:
         self._expired = True
         self._task.cancel()
 
@@ -71,6 +60,4 @@ class ReadDeadline:
                 raise TimeoutError from None
             raise
         finally:
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
+            self.close()
