@@ -275,18 +275,12 @@ def describe_failure(exc: BaseException) -> str:
 
 def merged_delta(state: StreamState, payloads: list[bytes], secret: str | None) -> TextDelta | None:
     """The texts of one read's `data:` payloads as one delta that counts them; None when none has text."""
-    texts = []
     chunks = _parsed_together(payloads) if not state.is_done else None
     if chunks is not None:
-        for chunk in chunks:
-            text = _apply_chunk(state, chunk, secret)
-            if text:
-                texts.append(text)
+        folded = (_apply_chunk(state, chunk, secret) for chunk in chunks)
     else:  # the last read ([DONE] is not JSON), or a payload that is not JSON: one at a time
-        for payload in payloads:
-            text = apply_payload(state, payload, secret)
-            if text:
-                texts.append(text)
+        folded = (apply_payload(state, payload, secret) for payload in payloads)
+    texts = [text for text in folded if text]
     if not texts:
         return None
     text = "".join(texts)
