@@ -40,6 +40,10 @@ def sse(payload: dict[str, Any], *, newline: bytes = b"\n") -> bytes:
 
 USAGE_CHUNK = sse({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5}})
 DONE = b"data: [DONE]\n\n"
+FLOOD_TEXT = "flood " * 50
+FLOOD_EVENTS = 4000
+"""Events the "flood" scenario sends at once after its first, FLOOD_TEXT each: about 1.6 MB,
+several times aiohttp's read buffer (its high-water mark is 512 KiB by default)."""
 HELLO_EVENTS = [
     b": keepalive\n\n",
     sse(chunk("", role="assistant")),
@@ -102,6 +106,9 @@ class FakeOpenAI:
             await self._stream_forever(response)
         if self.scenario in ("pings_only", "stall_after_first"):
             await self._stall(response, first=self.scenario == "stall_after_first")
+        if self.scenario == "flood":
+            await self._flood(response)
+            return response
         if self.scenario == "short":
             await response.write(b"".join(self._events()))
             await response.write_eof()
@@ -132,6 +139,16 @@ class FakeOpenAI:
             case "truncated":
                 return [sse(chunk("Hel"))]
         raise AssertionError(self.scenario)
+
+    async def _flood(self, response: web.StreamResponse) -> None:
+        """A first text, then FLOOD_EVENTS more at once, each its own HTTP chunk."""
+        await response.write(sse(chunk(FLOOD_TEXT)))
+        await asyncio.sleep(0.05)
+        for _ in range(FLOOD_EVENTS):
+            await response.write(sse(chunk(FLOOD_TEXT)))
+        for event in (sse(chunk(None, finish="stop")), DONE):
+            await response.write(event)
+        await response.write_eof()
 
     async def _stall(self, response: web.StreamResponse, *, first: bool) -> None:
         """Keep-alive comments, after one word when `first`, and never (more) text."""

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.model.engines.fake_openai import HELLO_TEXT, FakeOpenAI, running_fake
+from tests.model.engines.fake_openai import FLOOD_EVENTS, FLOOD_TEXT, HELLO_TEXT, FakeOpenAI, running_fake
 from tests.model.engines.test_openai import collect, make_engine, make_request
 from ziggurat.connection.streams.publisher import PACED_FLUSH_S, flush_interval_for
 from ziggurat.errors import UpstreamFailed
-from ziggurat.model.engine import GenerationEnd, TextDelta
+from ziggurat.model.engine import GenerationEnd, GenerationEvent, TextDelta
 from ziggurat.model.engines.openai import OpenAIEngine
 from ziggurat.model.engines.openai_endpoints import RelayPolicy
 
@@ -78,6 +78,34 @@ async def test_a_paced_answer_is_whole_and_its_connection_reused(fake: FakeOpenA
     assert isinstance(end, GenerationEnd) and end.finish_reason == "stop"
     assert end.usage.completion_tokens == 5
     assert fake.peers[0] == fake.peers[1]  # the paused-then-drained connection went back to the pool
+
+
+async def test_a_burst_larger_than_the_read_buffer_arrives_whole(fake: FakeOpenAI) -> None:
+    # A consumer that holds each slice a while leaves the connection unpaused meanwhile, so
+    # aiohttp's buffer passes its high-water mark and aiohttp pauses the connection itself.
+    # Paced reads have aiohttp resume it once per read (when a read empties the buffer),
+    # not once per chunk: that must still let the rest in.
+    fake.scenario = "flood"
+    engine = paced_engine(fake)
+    await engine.start()
+    texts: list[str] = []
+
+    async def consume_slowly() -> GenerationEvent:
+        async for event in engine.generate(make_request()):
+            if not isinstance(event, TextDelta):
+                return event
+            texts.append(event.text)
+            await asyncio.sleep(0.1)
+        raise AssertionError("the stream ended without an end event")
+
+    try:
+        end = await asyncio.wait_for(consume_slowly(), timeout=20)
+    finally:
+        await engine.aclose()
+
+    assert "".join(texts) == FLOOD_TEXT * (FLOOD_EVENTS + 1)
+    assert len(texts) < FLOOD_EVENTS // 10  # slices of many events, not a delta per event
+    assert isinstance(end, GenerationEnd) and end.finish_reason == "stop"
 
 
 async def test_the_inter_token_timeout_still_holds_while_paced(fake: FakeOpenAI) -> None:

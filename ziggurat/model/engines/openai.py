@@ -71,7 +71,7 @@ from ziggurat.model.engines.openai_wire import (
     to_chat_completion_request,
 )
 from ziggurat.model.engines.read_deadline import ReadDeadline
-from ziggurat.model.engines.read_pacing import ReadTicker
+from ziggurat.model.engines.read_pacing import ReadTicker, resume_upstream_once_per_read
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,8 @@ class OpenAIEngine:
         guard = ReadDeadline()
         ticker = self._ticker
         tick: int | None = None
+        if ticker is not None:
+            resume_upstream_once_per_read(response.content)
         try:
             # The deadline holds only while reading, never while the consumer holds a text (at `yield`).
             with guard.reading():
