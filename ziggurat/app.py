@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
@@ -53,7 +54,7 @@ from ziggurat.connection.worker import Worker, WorkerTelemetry
 from ziggurat.engines import build_engine
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.adapters import AdapterHost
-from ziggurat.model.engine import Engine, TokenCounter
+from ziggurat.model.engine import Engine, TokenCounter, capacity_now
 from ziggurat.service.admission import LoadShedder, QueueDeadlines
 from ziggurat.service.generation import GenerationService, GenerationTelemetry
 from ziggurat.service.health import Check, HealthService
@@ -280,7 +281,9 @@ def _advertiser(redis_client: Redis | None, settings: Settings, instance: str) -
 
     async def advertise(engine: Engine) -> None:
         if not isinstance(engine, AdapterHost):
-            await directory.keep_advertising(instance, [engine.info], MODEL_ADVERTISE_TTL_S, engine.capacity)
+            await directory.keep_advertising(
+                instance, [engine.info], MODEL_ADVERTISE_TTL_S, partial(capacity_now, engine)
+            )
             return
         # Read live: adapters loaded at start-up, and those the admin API asks for later, are advertised.
         await keep_adapters_in_sync(

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -39,7 +40,4 @@ class Supervisor:
             )
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.worker import Worker
 from ziggurat.errors import ConfigurationError
 from ziggurat.model.engine import Engine
@@ -42,9 +42,7 @@ async def start_and_run_worker(
     try:
         await worker.run()
     finally:
-        advertising.cancel()
-        with suppress(asyncio.CancelledError):
-            await advertising
+        await cancel_and_wait(advertising)
 
 
 async def drain_when_asked(worker: Worker, draining: Draining) -> None:

@@ -1,4 +1,5 @@
-"""The worker follows a remote engine's capacity as the server's reported load changes.
+"""The worker, the load shedder and the advertisement follow a remote engine's capacity as the
+server's reported load changes.
 
 A fake vLLM-like server reports waiting requests and KV-cache use that the test
 sets, and counts the streams it serves: the assertions are on what it saw.
@@ -9,18 +10,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 import pytest
+import redis.asyncio as redis
 
 from tests.brokers import memory_broker, running_worker
 from tests.model.engines.fake_vllm import MODEL, FakeVLLM, running_vllm
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.broker import Broker
+from ziggurat.connection.models import EngineModels, RedisModels
 from ziggurat.connection.streams.publisher import StreamPublisher
 from ziggurat.connection.worker import Worker
-from ziggurat.model.engine import ChatMessage, GenerationEnd, GenerationRequest, SamplingParams, TextDelta
+from ziggurat.errors import Overloaded
+from ziggurat.model.engine import (
+    ChatMessage,
+    GenerationEnd,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    capacity_now,
+)
 from ziggurat.model.engines.openai import OpenAIEngine
 from ziggurat.model.engines.openai_capacity import LoadPolicy
+from ziggurat.service.admission import LoadShedder, QueueDeadlines
 
 POLL_S = 0.05
 
@@ -162,3 +176,56 @@ async def test_logprobs_flow_from_the_server_to_the_stream(fake: FakeVLLM, engin
             else:
                 break
     assert "".join(texts) == "".join(tokens) == "Hello there, 世界!"
+
+
+async def test_the_gateway_sheds_on_the_live_capacity_not_the_configured_one(
+    fake: FakeVLLM, engine: OpenAIEngine
+) -> None:
+    # 8 configured; the server reports 6 waiting: room for 2. Ten jobs ahead at 2 s each wait
+    # 10 s on 2 slots (2.5 s on 8): past the interactive deadline only with the live figure.
+    shedder = LoadShedder(
+        deadlines=QueueDeadlines(interactive_s=5, api_s=60, background_s=60),
+        queue_depth=lambda model: 10,
+        capacity=EngineModels(engine).capacity,
+    )
+    shedder.observe("remote", 2.0)
+    await engine.start()
+    shedder.check("remote", Priority.INTERACTIVE)  # the full 8 at first: 2.5 s
+    fake.waiting = 6
+    await until(lambda: engine.available_capacity == 2)
+    assert shedder.expected_wait_s("remote") == pytest.approx(10.0)
+    with pytest.raises(Overloaded):
+        shedder.check("remote", Priority.INTERACTIVE)
+    fake.kv_cache_usage = 0.95  # no room at all: estimated as one slot, not left unknown
+    await until(lambda: engine.available_capacity == 0)
+    assert shedder.expected_wait_s("remote") == pytest.approx(20.0)
+    fake.waiting, fake.kv_cache_usage = 0, 0.1
+    await until(lambda: engine.available_capacity == 8)
+    shedder.check("remote", Priority.INTERACTIVE)
+
+
+async def test_a_worker_advertises_its_live_capacity(
+    fake: FakeVLLM, engine: OpenAIEngine, redis_server_url: str, key_prefix: str
+) -> None:
+    client = redis.from_url(redis_server_url)
+    workers, gateway = RedisModels(client, prefix=key_prefix), RedisModels(client, prefix=key_prefix)
+    await engine.start()
+    advertising = asyncio.create_task(
+        workers.keep_advertising("w1", [engine.info], ttl_s=0.3, capacity=partial(capacity_now, engine))
+    )
+    try:
+
+        async def advertised(capacity: int) -> None:
+            async with asyncio.timeout(5):
+                while True:  # polls Redis, which signals nothing
+                    await gateway.refresh()
+                    if gateway.capacity("remote") == capacity:
+                        return
+                    await asyncio.sleep(0.05)
+
+        await advertised(8)
+        fake.waiting = 5  # the server's queue: room for 3 of the 8 configured
+        await advertised(3)
+    finally:
+        await cancel_and_wait(advertising)
+        await client.aclose()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -30,6 +31,7 @@ from ziggurat.config import Settings
 from ziggurat.connection.models import RedisModels
 from ziggurat.errors import ZigguratError
 from ziggurat.model.adapters import AdapterHost
+from ziggurat.model.engine import capacity_now
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -252,11 +254,11 @@ async def keep_adapters_in_sync(
     starts later comes up with the adapters already asked for.
     """
     base = host.served_models()[0]
-    capacity = base_capacity(host)
+    capacity = partial(capacity_now, host)
 
     async def advertise_now() -> None:
         with suppress(redis.RedisError, OSError):
-            await directory.advertise(worker, host.served_models(), ttl_s, capacity)
+            await directory.advertise(worker, host.served_models(), ttl_s, capacity())
 
     reconciler = AdapterReconciler(host, store, model=base.name, worker=worker, on_change=advertise_now)
     try:
@@ -266,11 +268,6 @@ async def keep_adapters_in_sync(
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(directory.keep_advertising(worker, host.served_models, ttl_s, capacity))
         tasks.create_task(reconciler.run())
-
-
-def base_capacity(host: AdapterHost) -> int | None:
-    capacity = getattr(host, "capacity", None)
-    return capacity if isinstance(capacity, int) else None
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import orjson
 import redis.asyncio as redis
 
 from ziggurat.model.adapters import AdapterHost
-from ziggurat.model.engine import Engine, ModelInfo
+from ziggurat.model.engine import Engine, ModelInfo, capacity_now
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -58,8 +58,8 @@ class EngineModels:
         return served_models(self._engine)
 
     def capacity(self, model: str) -> int | None:
-        # Adapters share their base model's batch.
-        return self._engine.capacity if any(info.name == model for info in self.models()) else None
+        # Live (a remote server's reported load); adapters share their base model's batch.
+        return capacity_now(self._engine) if any(info.name == model for info in self.models()) else None
 
 
 def served_models(engine: Engine) -> list[ModelInfo]:
@@ -123,14 +123,15 @@ class RedisModels:
         worker_id: str,
         models: Sequence[ModelInfo] | Callable[[], Sequence[ModelInfo]],
         ttl_s: float,
-        capacity: int | None = None,
+        capacity: Callable[[], int | None] = lambda: None,
     ) -> None:
-        """Renew a worker's advertisement forever (a worker's background task); `models` may be read live."""
+        """Renew a worker's advertisement forever (a worker's background task); `models` may be read
+        live, and `capacity` is: each renewal carries the worker's capacity of the moment."""
         try:
             while True:
                 try:
                     current = models() if callable(models) else models
-                    await self.advertise(worker_id, current, ttl_s, capacity)
+                    await self.advertise(worker_id, current, ttl_s, capacity())
                 except (redis.RedisError, OSError) as exc:
                     log.warning("model_advertise_failed", error_type=type(exc).__name__)
                 await asyncio.sleep(ttl_s / 3)

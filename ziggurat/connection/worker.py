@@ -21,14 +21,22 @@ import dataclasses
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.broker.base import Delivery, Job, JobQueue, Priority
 from ziggurat.connection.job_spans import describe_end, job_attributes, request_attributes
 from ziggurat.connection.streams.base import AppendStatus, Claim, EventStreams
 from ziggurat.connection.streams.publisher import JobWriter, StreamClosed, StreamPublisher
 from ziggurat.errors import ZigguratError
-from ziggurat.model.engine import Engine, FinishReason, GenerationEnd, GenerationRequest, Usage
+from ziggurat.model.engine import (
+    Engine,
+    FinishReason,
+    GenerationEnd,
+    GenerationRequest,
+    Usage,
+    VaryingCapacity,
+)
 from ziggurat.telemetry import get_logger
 from ziggurat.tracing.base import NO_TRACER, Tracer
 
@@ -68,21 +76,6 @@ class _Unobserved:
 
 
 _UNOBSERVED = _Unobserved()
-
-
-@runtime_checkable
-class VaryingCapacity(Protocol):
-    """An optional engine capability: a capacity that changes over time (a remote server's load).
-
-    `Engine.capacity` stays the most the engine ever runs (the queue's prefetch);
-    `available_capacity` is how many it should run now, and `capacity_changed`
-    returns when that changes, so a full worker sleeps instead of polling.
-    """
-
-    @property
-    def available_capacity(self) -> int: ...
-
-    async def capacity_changed(self) -> None: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -153,11 +146,7 @@ class Worker:
             while self._tasks:  # drained: `drain` decides how long these may run
                 await asyncio.wait(set(self._tasks))
         finally:
-            puller.cancel()
-            watcher.cancel()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(puller, watcher, *self._tasks, return_exceptions=True)
+            await cancel_and_wait(puller, watcher, *self._tasks)
 
     def _has_room(self) -> bool:
         varying = self._varying

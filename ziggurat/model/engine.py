@@ -147,6 +147,34 @@ class Engine(Protocol):
 
 
 @runtime_checkable
+class VaryingCapacity(Protocol):
+    """An optional engine capability: a capacity that changes over time (a remote server's load).
+
+    `Engine.capacity` stays the most the engine ever runs (the queue's prefetch);
+    `available_capacity` is how many it should run now, and `capacity_changed`
+    returns when that changes, so a full worker sleeps instead of polling.
+    """
+
+    @property
+    def available_capacity(self) -> int: ...
+
+    async def capacity_changed(self) -> None: ...
+
+
+def capacity_now(engine: object) -> int | None:
+    """How many generations `engine` should run now: its live capacity where it has one.
+
+    Load shedding and the workers' advertisements read this, so a remote server
+    that reports a full queue or KV cache makes the gateway shed sooner, not only
+    the worker pull less. None for an object that is not an engine.
+    """
+    if isinstance(engine, VaryingCapacity):
+        return engine.available_capacity
+    capacity = getattr(engine, "capacity", None)
+    return capacity if isinstance(capacity, int) else None
+
+
+@runtime_checkable
 class TokenCounter(Protocol):
     """An optional engine capability: the prompt length of `messages` in the model's tokens.
 

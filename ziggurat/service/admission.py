@@ -11,7 +11,9 @@ job's priority class (interactive chat waits least). Jobs ahead counts the
 model's whole queue (RabbitMQ reports one depth per queue, not per priority),
 which errs on the side of shedding background work first. The mean service
 time is a moving average of the generations this gateway has seen end; until
-it has seen some, nothing is shed (a cold gateway cannot know).
+it has seen some, nothing is shed (a cold gateway cannot know). Worker slots are
+live: a remote engine's capacity follows what its servers report (queue, KV
+cache, health), in one process and through the workers' advertisements alike.
 """
 
 from __future__ import annotations
@@ -71,9 +73,11 @@ class LoadShedder:
         """The estimated queue wait for a job submitted now; None when it cannot be estimated yet."""
         service_s = self._service_s.get(model)
         slots = self._capacity(model)
-        if service_s is None or not slots:
+        if service_s is None or slots is None:
             return None
-        return self._queue_depth(model) * service_s / slots
+        # No slot free now (a remote server reporting a full queue or KV cache): the queue waits
+        # at least as long as with one, so estimate with one rather than not at all.
+        return self._queue_depth(model) * service_s / max(slots, 1)
 
     def check(self, model: str, priority: Priority) -> None:
         """Raise `Overloaded` (503 + Retry-After) if the job would wait past its class's deadline."""

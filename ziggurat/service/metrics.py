@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ziggurat.connection.broker.base import Priority
-from ziggurat.model.engine import EndpointReporter, Engine, StatsReporter
+from ziggurat.model.engine import EndpointReporter, Engine, StatsReporter, capacity_now
 from ziggurat.service.labelled_metrics import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -76,7 +76,9 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = partial(GaugeMetricFamily, labels=["model"])
-        capacity = family("ziggurat_engine_capacity", "Generations the engine may run at once")
+        capacity = family(
+            "ziggurat_engine_capacity", "Generations the engine may run at once now (live for remote engines)"
+        )
         running = family("ziggurat_engine_running", "Generations holding an engine slot now")
         waiting = family("ziggurat_engine_waiting", "Generations accepted by the engine, not yet running")
         batch = family("ziggurat_engine_batch_size", "Sequences in the engine's latest decode step")
@@ -85,7 +87,7 @@ class _EngineCollector(Collector):
         )
         for engine in self._engines:
             model = [engine.info.name]
-            capacity.add_metric(model, engine.capacity)
+            capacity.add_metric(model, capacity_now(engine) or 0)
             if not isinstance(engine, StatsReporter):
                 continue
             stats = engine.stats()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ziggurat.application.conversations.schemas import MessageOut
 from ziggurat.application.conversations.turn import ReplyOutcome, outcome_of
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.leases import Leases
 from ziggurat.model.engine import GenerationEnd, TextDelta
 from ziggurat.service.answer_stream import AnswerStream
@@ -120,9 +121,7 @@ class ReplyKeeper:
                 outcome = ReplyOutcome("".join(parts), "error", "error")
             stored = await self._store(reply_id, stream.job.job_id, outcome)
         finally:
-            renewer.cancel()
-            with suppress(asyncio.CancelledError):
-                await renewer
+            await cancel_and_wait(renewer)
             if not kept.stored.done():
                 kept.stored.set_result(stored)
             self._kept.pop(reply_id, None)

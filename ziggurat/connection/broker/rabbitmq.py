@@ -35,6 +35,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed, PublishError
 from aiormq.exceptions import DeliveryError
 from yarl import URL
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.broker.base import Delivery, Job
 from ziggurat.connection.broker.codec import decode_job, encode_job
 from ziggurat.connection.broker.rabbitmq_delivery import (
@@ -369,9 +370,7 @@ class RabbitJobQueue:
             return
         self._is_closed = True
         if self._depth_task is not None:
-            self._depth_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._depth_task
+            await cancel_and_wait(self._depth_task)
         channels = [*self._consume_channels.values(), self._publish_channel, self._depth_channel]
         for channel in channels:
             if channel is not None and not channel.is_closed:

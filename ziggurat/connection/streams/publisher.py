@@ -11,9 +11,9 @@ written immediately, with whatever text was still waiting.
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from dataclasses import dataclass, field
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.streams.base import Appendable, AppendStatus, Chunk, EventStreams
 from ziggurat.model.engine import Engine, GenerationEnd, PacedReader, TokenLogprob
 from ziggurat.telemetry import get_logger
@@ -178,9 +178,7 @@ class StreamPublisher:
 
     async def aclose(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
         writers = list(self._waiting.values())
         self._waiting.clear()
         await self._write(writers, {})

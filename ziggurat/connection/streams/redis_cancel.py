@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -133,7 +133,5 @@ class CancelWatcher:
 
     async def aclose(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait(self._listener)
         await self._connection.disconnect()

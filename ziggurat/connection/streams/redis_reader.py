@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
-from contextlib import suppress
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.streams.base import (
     NO_FIRST_EVENT,
     STALLED,
@@ -174,9 +174,7 @@ class StreamReader:
         """Stop reading; readers waiting now, or starting later, end with `STREAM_LOST` rather than hang."""
         self._is_closed = True
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
         for shard in self._shards:
             await shard.aclose()
         for subscriber in self._subscribers:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -307,7 +307,5 @@ class Shard:
     async def aclose(self) -> None:
         for task in (self._task, self._wake_task):
             if task is not None:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         await self._connection.disconnect()

@@ -33,6 +33,7 @@ from typing import Final
 
 import aiohttp
 
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.model.breaker import BreakerState
 from ziggurat.model.engine import EndpointStats, EngineStats
 from ziggurat.model.engines.openai_endpoints import Endpoint
@@ -289,8 +290,7 @@ class LoadPoller:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
 
 class CapacityTracker:
