@@ -10,12 +10,14 @@ import httpx
 
 from tests.connection.http.conftest import demo_settings, register
 from tests.server import running_server, wait_until
-from ziggurat.config import AdmissionSettings
+from ziggurat.config import AdmissionSettings, RoutingSettings
 
 
 def test_a_request_that_would_wait_too_long_is_refused_at_once(tmp_path: Path) -> None:
+    # No routing retries: a refused request retried after a backoff (up to 0.6 s by default) could
+    # find the queue drained meanwhile and be served, and this test is about the refusal itself.
     settings = demo_settings(tmp_path, max_concurrency=1, demo_inter_token_s=0.02).model_copy(
-        update={"admission": AdmissionSettings(api_max_wait_s=0.5)}
+        update={"admission": AdmissionSettings(api_max_wait_s=0.5), "routing": RoutingSettings(max_retries=0)}
     )
     with running_server(settings) as server:
         account = register(server.base_url, "busy@example.com")
