@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from ziggurat.cancellation import cancel_and_wait
 
 DONE = b"data: [DONE]\n\n"
 _BINARY = (bytes, memoryview)  # a tuple: `bytes | memoryview` would build a union per chunk
@@ -100,11 +101,11 @@ class EventStreamResponse(StreamingResponse):
                 streamer.remove_done_callback(on_stream_end)
                 streamer.cancel()
                 raise
-        if streaming:  # the client left
+        if streaming:  # the client left, or the body failed before it was complete
             streamer.remove_done_callback(on_stream_end)
-            streamer.cancel()
-            with suppress(asyncio.CancelledError):
-                await streamer
+            await cancel_and_wait(streamer)  # its reader may be a Redis stream's: see cancellation.py
+            if interrupted:
+                streamer.result()  # raises what the body raised
             if task.cancelling():
                 raise asyncio.CancelledError
             return  # nobody is left to answer

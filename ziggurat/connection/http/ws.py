@@ -36,6 +36,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 from ziggurat.application.auth.principal import SCOPE_CHAT, Principal
 from ziggurat.application.container import Application
 from ziggurat.application.conversations.turn import ChatTurn, TurnDelta
+from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.http import ws_protocol as protocol
 from ziggurat.connection.http.deps import Services
 from ziggurat.connection.http.ws_outbox import Outbox
@@ -197,9 +198,7 @@ class ChatSocket:
         try:
             done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for part in parts:
-                part.cancel()
-            await asyncio.gather(*parts, return_exceptions=True)
+            await cancel_and_wait(*parts)
         try:
             return done.pop().result()
         except WebSocketDisconnect:  # the writer found the client gone
@@ -210,9 +209,7 @@ class ChatSocket:
 
     async def _settle(self) -> None:
         """Stop reading replies for this socket; let accepted work (openings, stops) finish."""
-        for reader in self._readers:
-            reader.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await cancel_and_wait(*self._readers)
         if self._openings or self._stops:
             await asyncio.gather(*self._openings, *self._stops, return_exceptions=True)
 
