@@ -17,6 +17,7 @@ import redis.asyncio as redis
 
 from tests.brokers import memory_broker, running_worker
 from tests.model.engines.fake_vllm import MODEL, FakeVLLM, running_vllm
+from tests.service.test_metrics import samples
 from ziggurat.cancellation import cancel_and_wait
 from ziggurat.connection.broker.base import Job, Priority
 from ziggurat.connection.broker.broker import Broker
@@ -35,6 +36,7 @@ from ziggurat.model.engine import (
 from ziggurat.model.engines.openai import OpenAIEngine
 from ziggurat.model.engines.openai_capacity import LoadPolicy
 from ziggurat.service.admission import LoadShedder, QueueDeadlines
+from ziggurat.service.metrics import Metrics
 
 POLL_S = 0.05
 
@@ -194,6 +196,9 @@ async def test_the_gateway_sheds_on_the_live_capacity_not_the_configured_one(
     fake.waiting = 6
     await until(lambda: engine.available_capacity == 2)
     assert shedder.expected_wait_s("remote") == pytest.approx(10.0)
+    metrics = Metrics()
+    metrics.watch_engines([engine])
+    assert samples(metrics)[("ziggurat_engine_capacity", (("model", "remote"),))] == 2  # live, not 8
     with pytest.raises(Overloaded):
         shedder.check("remote", Priority.INTERACTIVE)
     fake.kv_cache_usage = 0.95  # no room at all: estimated as one slot, not left unknown
