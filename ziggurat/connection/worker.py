@@ -36,6 +36,7 @@ from ziggurat.model.engine import (
     GenerationRequest,
     Usage,
     VaryingCapacity,
+    capacity_now,
 )
 from ziggurat.telemetry import get_logger
 from ziggurat.tracing.base import NO_TRACER, Tracer
@@ -149,9 +150,7 @@ class Worker:
             await cancel_and_wait(puller, watcher, *self._tasks)
 
     def _has_room(self) -> bool:
-        varying = self._varying
-        limit = self._engine.capacity if varying is None else varying.available_capacity
-        return len(self._tasks) < limit
+        return len(self._tasks) < (capacity_now(self._engine) or 0)
 
     async def _wait_for_room(self) -> None:
         while not self._has_room():

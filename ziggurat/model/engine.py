@@ -164,14 +164,17 @@ class VaryingCapacity(Protocol):
 def capacity_now(engine: object) -> int | None:
     """How many generations `engine` should run now: its live capacity where it has one.
 
-    Load shedding and the workers' advertisements read this, so a remote server
-    that reports a full queue or KV cache makes the gateway shed sooner, not only
-    the worker pull less. None for an object that is not an engine.
+    The worker's room, load shedding and the workers' advertisements read this, so
+    a remote server that reports a full queue or KV cache makes the gateway shed
+    sooner, not only the worker pull less. None for an object that is not an engine.
+    Attributes are read rather than `isinstance(engine, VaryingCapacity)` asked:
+    a runtime protocol check costs ~20 µs, and shedding asks on every request.
     """
-    if isinstance(engine, VaryingCapacity):
-        return engine.available_capacity
-    capacity = getattr(engine, "capacity", None)
-    return capacity if isinstance(capacity, int) else None
+    for name in ("available_capacity", "capacity"):
+        capacity = getattr(engine, name, None)
+        if isinstance(capacity, int):
+            return capacity
+    return None
 
 
 @runtime_checkable
